@@ -1,0 +1,47 @@
+# The two set-up commands of the README: `make smoke` (or `make reference`) and `make test`.
+# Each creates or reuses the virtual environment at .venv and installs the project into it.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+SHARED_CIFAR := $(abspath ../shared/data/cifar10-jpeg.tar.gz)
+
+# Offline machines: point the pipeline at ../shared's image-folder archive unless a source is
+# already set. It goes in as a params override, so DVC sees (and records) which source was used.
+ifeq ($(ADVHYBRID_CIFAR_SOURCE),)
+  ifneq ($(wildcard $(SHARED_CIFAR)),)
+    SOURCE_OVERRIDE := -S data.source=$(SHARED_CIFAR)
+  endif
+else
+  SOURCE_OVERRIDE := -S data.source=$(ADVHYBRID_CIFAR_SOURCE)
+endif
+
+.PHONY: venv test smoke reference paper bench clean-venv
+
+$(BIN)/.installed: pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	# The CPU/CUDA torch build this machine image ships; pip takes it from local disk.
+	$(BIN)/pip install -q torch==2.14.1 torchvision==0.29.1
+	$(BIN)/pip install -q -e '.[test]'
+	touch $@
+
+venv: $(BIN)/.installed
+
+test: venv
+	$(BIN)/python -m pytest -q
+
+smoke: venv
+	PATH=$(abspath $(BIN)):$$PATH $(BIN)/dvc exp run -S scale=smoke $(SOURCE_OVERRIDE)
+
+reference: venv
+	PATH=$(abspath $(BIN)):$$PATH $(BIN)/dvc exp run -S scale=reference $(SOURCE_OVERRIDE)
+
+paper: venv
+	PATH=$(abspath $(BIN)):$$PATH $(BIN)/dvc exp run -S scale=paper $(SOURCE_OVERRIDE)
+
+bench: venv
+	$(BIN)/python bench/train_throughput.py
+	$(BIN)/python bench/attack_throughput.py
+
+clean-venv:
+	rm -rf $(VENV)

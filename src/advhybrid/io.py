@@ -1,0 +1,117 @@
+"""Atomic writes, npz contracts between stages, checksums.
+
+Every stage writes through these helpers so that a crash or a bad input never leaves a
+half-written output behind: data goes to a temporary file beside the target and is renamed
+into place only once it is complete.
+"""
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Iterator, Mapping, Sequence
+
+import numpy as np
+
+
+class ContractError(ValueError):
+    """A stage input does not have the shape, keys or dtypes the contract promises."""
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
+    """Yield a temporary path in the target's folder; rename it onto `path` on success.
+
+    The temporary file lives in the same folder so the final rename is atomic on POSIX.
+    On any exception the temporary file is removed and `path` is left untouched.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix or ".tmp", dir=path.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        # mkstemp makes 0600 files; outputs should get the usual umask-derived mode.
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp_path, 0o666 & ~umask)
+        os.replace(tmp_path, path)
+    finally:
+        if tmp_path.exists():
+            tmp_path.unlink()
+
+
+def save_npz(path: str | os.PathLike, **arrays: np.ndarray) -> None:
+    """Write arrays to `path` atomically (uncompressed: uint8 images barely compress)."""
+    with atomic_path(path, suffix=".npz") as tmp:
+        with open(tmp, "wb") as f:
+            np.savez(f, **arrays)
+
+
+def load_npz(path: str | os.PathLike, required: Sequence[str] = ()) -> dict[str, np.ndarray]:
+    """Load every array of an npz file, failing clearly when it or a key is missing."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such file (expected an .npz written by an earlier stage)")
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            data = {k: z[k] for k in z.files}
+    except Exception as e:  # zipfile.BadZipFile, ValueError, EOFError...
+        raise ContractError(f"{path}: cannot be read as .npz ({e})") from e
+    missing = [k for k in required if k not in data]
+    if missing:
+        raise ContractError(f"{path}: missing array(s) {missing}; found {sorted(data)}")
+    return data
+
+
+def check_images(path: str | os.PathLike, images: np.ndarray) -> None:
+    """Images cross stage boundaries as N x 32 x 32 x 3 uint8; anything else is a bug upstream."""
+    if images.dtype != np.uint8 or images.ndim != 4 or images.shape[1:] != (32, 32, 3):
+        raise ContractError(
+            f"{path}: 'images' must be N x 32 x 32 x 3 uint8, got {images.shape} {images.dtype}"
+        )
+
+
+def save_json(path: str | os.PathLike, obj: Any) -> None:
+    with atomic_path(path, suffix=".json") as tmp:
+        tmp.write_text(json.dumps(obj, indent=2, sort_keys=False) + "\n")
+
+
+def save_text(path: str | os.PathLike, text: str) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
+
+
+def save_csv(path: str | os.PathLike, rows: Sequence[Mapping[str, Any]]) -> None:
+    """Write a list of flat dicts as CSV (the format `dvc plots` reads best)."""
+    if not rows:
+        raise ValueError(f"{path}: refusing to write an empty CSV")
+    cols = list(rows[0])
+    lines = [",".join(cols)]
+    lines += [",".join(_fmt(r[c]) for c in cols) for r in rows]
+    save_text(path, "\n".join(lines) + "\n")
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, float):
+        return f"{v:.6g}"
+    return str(v)
+
+
+def save_torch(path: str | os.PathLike, obj: Any) -> None:
+    import torch
+
+    with atomic_path(path, suffix=".pt") as tmp:
+        torch.save(obj, tmp)
+
+
+def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(chunk), b""):
+            h.update(block)
+    return h.hexdigest()

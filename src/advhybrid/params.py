@@ -1,0 +1,63 @@
+"""Read one section of params.yaml, with an error that names the missing key.
+
+Stages read only their own section, so a change elsewhere in params.yaml never
+invalidates them in DVC's eyes, and a typo fails at start-up, not an hour in.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+class ParamsError(KeyError):
+    def __str__(self) -> str:  # KeyError quotes its message; we want it readable
+        return str(self.args[0])
+
+
+class Section(dict):
+    """A params section whose missing keys raise ParamsError naming file and dotted key."""
+
+    def __init__(self, data: dict, name: str, source: str):
+        super().__init__(data)
+        self.name, self.source = name, source
+
+    def __getitem__(self, key: str) -> Any:
+        if key not in self:
+            raise ParamsError(
+                f"{self.source}: missing key '{self.name}.{key}' "
+                f"(section '{self.name}' has: {', '.join(sorted(self)) or 'nothing'})"
+            )
+        value = dict.__getitem__(self, key)
+        if isinstance(value, dict) and not isinstance(value, Section):
+            return Section(value, f"{self.name}.{key}", self.source)
+        return value
+
+    def typed(self, key: str, kind: type | tuple[type, ...]) -> Any:
+        """Value of `key`, checked against `kind` (ints are accepted where floats are)."""
+        value = self[key]
+        kinds = kind if isinstance(kind, tuple) else (kind,)
+        if float in kinds and isinstance(value, int) and not isinstance(value, bool):
+            return float(value)
+        if not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds):
+            names = " or ".join(k.__name__ for k in kinds)
+            raise ParamsError(
+                f"{self.source}: '{self.name}.{key}' must be {names}, got {value!r}"
+            )
+        return value
+
+
+def load_section(name: str, path: str | os.PathLike = "params.yaml") -> Section:
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no params file (compose it with `dvc exp run -S scale=...`)")
+    with open(path) as f:
+        try:
+            doc = yaml.safe_load(f) or {}
+        except yaml.YAMLError as e:
+            raise ParamsError(f"{path}: not valid YAML ({e})") from e
+    if name not in doc or not isinstance(doc[name], dict):
+        raise ParamsError(f"{path}: missing section '{name}' (found: {', '.join(sorted(doc))})")
+    return Section(doc[name], name, str(path))

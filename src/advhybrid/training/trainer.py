@@ -1,0 +1,241 @@
+"""The one training loop every stage uses (targets and defended models).
+
+The paper's recipe (III-C): AdamW (lr 1e-3, weight decay 5e-4), batch size 100,
+CosineAnnealingWarmRestarts, cross-entropy. Around it, what a long run needs: the whole
+dataset on the device as uint8, crop+flip augmentation as batched tensor ops, bf16 autocast
+and channels_last on CUDA, a checkpoint every epoch so a killed run resumes, and a loud stop
+on a non-finite loss.
+"""
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import math
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from ..device import autocast, images_to_device, memory_format, to_float
+from ..io import save_torch
+from ..params import Section
+
+
+class NonFiniteLossError(RuntimeError):
+    pass
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    epochs: int
+    batch_size: int = 100
+    lr: float = 1e-3
+    weight_decay: float = 5e-4
+    restart_epochs: int = 10  # T_0 of the warm restarts, in epochs
+    restart_mult: int = 1
+    label_smoothing: float = 0.0
+    augment: bool = True
+    seed: int = 0
+    compile: bool = False
+
+    @classmethod
+    def from_section(cls, s: Section, epochs: int | None = None) -> "TrainConfig":
+        cfg = cls(
+            epochs=epochs if epochs is not None else s.typed("epochs", int),
+            batch_size=s.typed("batch_size", int),
+            lr=s.typed("lr", float),
+            weight_decay=s.typed("weight_decay", float),
+            restart_epochs=s.typed("restart_epochs", int),
+            restart_mult=s.typed("restart_mult", int),
+            label_smoothing=s.typed("label_smoothing", float),
+            augment=s.typed("augment", bool),
+            seed=s.typed("seed", int),
+            compile=s.typed("compile", bool),
+        )
+        for key in ("epochs", "batch_size", "restart_epochs", "restart_mult"):
+            if getattr(cfg, key) < 1:
+                raise ValueError(f"{s.source}: '{s.name}.{key}' must be >= 1, got {getattr(cfg, key)}")
+        if cfg.lr <= 0:
+            raise ValueError(f"{s.source}: '{s.name}.lr' must be > 0, got {cfg.lr}")
+        return cfg
+
+    def key(self, extra: dict | None = None) -> str:
+        """Identifies a run, so a checkpoint is only resumed by the run that wrote it."""
+        blob = json.dumps({**asdict(self), **(extra or {})}, sort_keys=True)
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def augment(x_u8: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """Random crop (zero pad 4) and horizontal flip for a whole batch, without a Python loop."""
+    x = to_float(x_u8)
+    n, c, h, w = x.shape
+    padded = F.pad(x, (4, 4, 4, 4))
+    dy = torch.randint(0, 9, (n,), device=x.device, generator=gen)
+    dx = torch.randint(0, 9, (n,), device=x.device, generator=gen)
+    rows = (dy[:, None] + torch.arange(h, device=x.device))[:, None, :, None]
+    cols = (dx[:, None] + torch.arange(w, device=x.device))[:, None, None, :]
+    batch = torch.arange(n, device=x.device)[:, None, None, None]
+    chans = torch.arange(c, device=x.device)[None, :, None, None]
+    x = padded[batch, chans, rows, cols]
+    flip = torch.rand(n, device=x.device, generator=gen) < 0.5
+    return torch.where(flip[:, None, None, None], x.flip(3), x)
+
+
+@torch.no_grad()
+def predict(
+    model: torch.nn.Module,
+    images: np.ndarray | torch.Tensor,
+    device: torch.device,
+    batch_size: int = 500,
+    tta_flip: bool = False,
+) -> torch.Tensor:
+    """Logits (float32, on CPU) for uint8 NHWC images; optional flip test-time augmentation."""
+    model.eval()
+    x_all = images_to_device(images, device)
+    out = []
+    for i in range(0, len(x_all), batch_size):
+        x = to_float(x_all[i : i + batch_size]).contiguous(memory_format=memory_format(device))
+        with autocast(device):
+            logits = model(x).float()
+            if tta_flip:
+                logits = logits + model(x.flip(3)).float()
+        out.append(logits.cpu())
+    return torch.cat(out) if out else torch.empty(0)
+
+
+def evaluate(model: torch.nn.Module, images, labels, device: torch.device, tta_flip: bool = False) -> dict:
+    logits = predict(model, images, device, tta_flip=tta_flip)
+    y = torch.as_tensor(labels)
+    return {
+        "loss": F.cross_entropy(logits, y).item(),
+        "acc": (logits.argmax(1) == y).float().mean().item(),
+    }
+
+
+def fit(
+    model: torch.nn.Module,
+    train: tuple[np.ndarray, np.ndarray],
+    val: tuple[np.ndarray, np.ndarray] | None,
+    cfg: TrainConfig,
+    device: torch.device,
+    checkpoint: str | Path | None = None,
+    name: str = "model",
+    on_epoch: Callable[[dict], None] | None = None,
+    select_best: bool = True,
+) -> tuple[torch.nn.Module, list[dict]]:
+    """Train `model`; returns it and the per-epoch history.
+
+    With `select_best` the returned weights are those of the epoch with the best `val`
+    accuracy; otherwise the last epoch's (use that when `val` is the test set, which must
+    not choose the model).
+
+    `checkpoint` is written after every epoch; if it exists and was written by the same
+    configuration and data, training resumes after its last finished epoch.
+    """
+    images, labels = train
+    n = len(images)
+    if n == 0:
+        raise ValueError(f"{name}: empty training set")
+    torch.manual_seed(cfg.seed)
+    gen = torch.Generator(device=device).manual_seed(cfg.seed)
+    x_all = images_to_device(images, device)
+    y_all = torch.as_tensor(labels, dtype=torch.long).to(device)
+    model.to(device, memory_format=memory_format(device))
+    step_fn = torch.compile(model) if cfg.compile else model
+
+    steps = math.ceil(n / cfg.batch_size)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    # Stepped per batch, so T_0 counts batches and restarts fall on epoch boundaries.
+    sched = torch.optim.lr_scheduler.CosineAnnealingWarmRestarts(
+        opt, T_0=cfg.restart_epochs * steps, T_mult=cfg.restart_mult
+    )
+    run_key = cfg.key({"n": n, "name": name, "labels": int(np.asarray(labels).sum())})
+    history: list[dict] = []
+    best = (-1.0, None)
+    start = 0
+    ckpt_path = Path(checkpoint) if checkpoint else None
+    if ckpt_path and ckpt_path.is_file():
+        state = torch.load(ckpt_path, map_location=device, weights_only=False)
+        if state.get("key") == run_key:
+            model.load_state_dict(state["model"])
+            opt.load_state_dict(state["opt"])
+            sched.load_state_dict(state["sched"])
+            gen.set_state(state["gen"].cpu())
+            torch.set_rng_state(state["cpu_rng"].cpu())
+            history, best, start = state["history"], (state["best_acc"], state["best_state"]), state["epoch"]
+            tqdm.write(f"{name}: resumed from {ckpt_path} after epoch {start}")
+        else:
+            tqdm.write(f"{name}: ignoring {ckpt_path}, written by another configuration")
+
+    for epoch in range(start, cfg.epochs):
+        t0 = time.perf_counter()
+        model.train()
+        perm = torch.randperm(n, device=device, generator=gen)
+        loss_sum = torch.zeros((), device=device)
+        correct = torch.zeros((), device=device, dtype=torch.long)
+        bar = tqdm(range(steps), desc=f"{name} {epoch + 1}/{cfg.epochs}", leave=False, mininterval=2)
+        for s in bar:
+            idx = perm[s * cfg.batch_size : (s + 1) * cfg.batch_size]
+            xb = x_all[idx]
+            x = augment(xb, gen) if cfg.augment else to_float(xb)
+            x = x.contiguous(memory_format=memory_format(device))
+            y = y_all[idx]
+            with autocast(device):
+                logits = step_fn(x)
+            loss = F.cross_entropy(logits.float(), y, label_smoothing=cfg.label_smoothing)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            loss_sum += loss.detach() * len(idx)
+            correct += (logits.argmax(1) == y).sum()
+            if s % 50 == 49:  # one device sync every 50 steps, not every step
+                if not torch.isfinite(loss_sum):
+                    break
+                bar.set_postfix(loss=f"{loss_sum.item() / min(n, (s + 1) * cfg.batch_size):.3f}")
+        train_loss = loss_sum.item() / n
+        if not math.isfinite(train_loss):
+            raise NonFiniteLossError(
+                f"{name}: non-finite training loss in epoch {epoch + 1} (lr {cfg.lr}); "
+                f"the last good checkpoint ({ckpt_path}) is kept. Lower the learning rate or check the data."
+            )
+        row = {
+            "epoch": epoch + 1,
+            "lr": opt.param_groups[0]["lr"],
+            "train_loss": train_loss,
+            "train_acc": correct.item() / n,
+        }
+        if val is not None:
+            v = evaluate(model, *val, device)
+            row.update(val_loss=v["loss"], val_acc=v["acc"])
+            score = v["acc"]
+        else:
+            score = row["train_acc"]
+        row["seconds"] = time.perf_counter() - t0
+        history.append(row)
+        if score > best[0] or not select_best:
+            best = (score, copy.deepcopy({k: t.detach().cpu() for k, t in model.state_dict().items()}))
+        tqdm.write(
+            f"{name} epoch {epoch + 1}/{cfg.epochs}: loss {train_loss:.4f} train_acc {row['train_acc']:.4f}"
+            + (f" val_acc {row['val_acc']:.4f}" if val is not None else "")
+            + f" ({row['seconds']:.1f}s)"
+        )
+        if ckpt_path:
+            save_torch(ckpt_path, {
+                "key": run_key, "epoch": epoch + 1, "model": model.state_dict(),
+                "opt": opt.state_dict(), "sched": sched.state_dict(),
+                "gen": gen.get_state(), "cpu_rng": torch.get_rng_state(),
+                "history": history, "best_acc": best[0], "best_state": best[1],
+            })
+        if on_epoch:
+            on_epoch(row)
+
+    if best[1] is not None:
+        model.load_state_dict(best[1])
+    return model.eval(), history

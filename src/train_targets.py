@@ -1,0 +1,58 @@
+"""Stage train_targets: the five classifiers the GAN will attack, trained on clean CIFAR-10."""
+from __future__ import annotations
+
+import argparse
+import time
+
+from advhybrid.data.subset import stratified_subset
+from advhybrid.device import pick_device, set_threads
+from advhybrid.evaluation.metrics import classification_metrics
+from advhybrid.io import load_npz, save_csv, save_json
+from advhybrid.models import build_model, count_parameters, save_model
+from advhybrid.params import load_section
+from advhybrid.training import TrainConfig, fit, predict
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--params", default="params.yaml")
+    ap.add_argument("--data", default="data/raw/cifar10")
+    args = ap.parse_args()
+    p = load_section("targets", args.params)
+    cfg = TrainConfig.from_section(p)
+    set_threads()
+    device = pick_device()
+
+    train = load_npz(f"{args.data}/train.npz", ["images", "labels"])
+    test = load_npz(f"{args.data}/test.npz", ["images", "labels"])
+    tr = stratified_subset(train["labels"], p.typed("train_images", int), cfg.seed)
+    te = stratified_subset(test["labels"], p.typed("test_images", int), cfg.seed)
+    x, y = train["images"][tr], train["labels"][tr]
+    xt, yt = test["images"][te], test["labels"][te]
+
+    results = {}
+    for name in p["models"]:
+        t0 = time.perf_counter()
+        model = build_model(name, num_classes=10, width=p.typed("width", float))
+        # The test split only draws the curves here; the last epoch's weights are kept.
+        model, history = fit(model, (x, y), (xt, yt), cfg, device,
+                             checkpoint=f"checkpoints/train_targets/{name}.pt", name=name, select_best=False)
+        pred = predict(model, xt, device).argmax(1).numpy()
+        scores = classification_metrics(yt, pred)
+        results[name] = {
+            "test_acc": scores["accuracy"],
+            "train_acc": history[-1]["train_acc"],
+            "train_loss": history[-1]["train_loss"],
+            "epochs": len(history),
+            "params": count_parameters(model),
+            "minutes": round((time.perf_counter() - t0) / 60, 2),
+        }
+        save_model(f"models/targets/{name}.pt", model, name, 10, p.typed("width", float),
+                   test_acc=scores["accuracy"])
+        save_csv(f"plots/targets/{name}.csv", history)
+        print(f"{name}: clean test accuracy {scores['accuracy']:.4f}")
+    save_json("metrics/targets.json", results)
+
+
+if __name__ == "__main__":
+    main()

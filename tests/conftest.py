@@ -1,0 +1,98 @@
+"""Shared fixtures: where the real CIFAR-10 archive is (if anywhere) and tiny synthetic data."""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_ARCHIVE = REPO.parent / "shared" / "data" / "cifar10-jpeg.tar.gz"
+
+
+def cifar_source() -> Path | None:
+    """The CIFAR-10 source tests may use: $ADVHYBRID_CIFAR_SOURCE, else ../shared's archive."""
+    env = os.environ.get("ADVHYBRID_CIFAR_SOURCE")
+    if env and env != "official" and Path(env).exists():
+        return Path(env)
+    return SHARED_ARCHIVE if SHARED_ARCHIVE.is_file() else None
+
+
+@pytest.fixture(scope="session")
+def shared_cifar_archive() -> Path:
+    src = cifar_source()
+    if src is None:
+        pytest.skip(
+            f"no CIFAR-10 source: {SHARED_ARCHIVE} is absent and $ADVHYBRID_CIFAR_SOURCE is unset"
+        )
+    return src
+
+
+@pytest.fixture
+def rng() -> np.random.Generator:
+    return np.random.default_rng(0)
+
+
+def synthetic_cifar(n_per_class: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Class-dependent colour blobs: learnable in a few steps, unlike pure noise."""
+    g = np.random.default_rng(seed)
+    labels = np.repeat(np.arange(10), n_per_class)
+    base = g.integers(0, 256, size=(10, 1, 1, 3))
+    images = base[labels] + g.normal(0, 20, size=(len(labels), 32, 32, 3))
+    return np.clip(images, 0, 255).astype(np.uint8), labels.astype(np.int64)
+
+
+# --- the smoke pipeline, run once per test session through the real `dvc` -----------------
+
+VENV_BIN = Path(sys.executable).parent
+STAGES = ["download_cifar", "train_targets", "train_gan", "generate_adversarial", "build_hybrid_splits",
+          "train@resnet50", "train@vgg19bn", "train@shufflenetv2", "train@repvgg_a2", "eval_mixed", "report"]
+
+
+def pipeline_env() -> dict[str, str]:
+    """The environment stage commands need: the venv's python and dvc first on PATH, a git identity."""
+    env = dict(os.environ)
+    env["PATH"] = f"{VENV_BIN}{os.pathsep}{env.get('PATH', '')}"
+    env.setdefault("ADVHYBRID_THREADS", "2")
+    for k, v in {"GIT_AUTHOR_NAME": "advhybrid-tests", "GIT_AUTHOR_EMAIL": "tests@advhybrid.invalid",
+                 "GIT_COMMITTER_NAME": "advhybrid-tests", "GIT_COMMITTER_EMAIL": "tests@advhybrid.invalid"}.items():
+        env.setdefault(k, v)
+    env.pop("ADVHYBRID_CIFAR_SOURCE", None)  # the source goes in as a params override, as `make smoke` does
+    return env
+
+
+def run(cmd: list[str], cwd: Path, timeout: float = 600, check: bool = True) -> subprocess.CompletedProcess:
+    proc = subprocess.run(cmd, cwd=cwd, env=pipeline_env(), capture_output=True, text=True, timeout=timeout)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{' '.join(cmd)} failed ({proc.returncode}) in {cwd}:\n"
+                             f"--- stdout\n{proc.stdout[-6000:]}\n--- stderr\n{proc.stderr[-6000:]}")
+    return proc
+
+
+def copy_checkout(dest: Path) -> Path:
+    """The files a fresh clone would have, plus uncommitted work: tracked and untracked-not-ignored."""
+    listed = subprocess.run(["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=REPO,
+                            capture_output=True, text=True, check=True).stdout.split("\0")
+    for rel in filter(None, listed):
+        src = REPO / rel
+        if src.is_file():
+            (dest / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, dest / rel)
+    run(["git", "init", "-q", "-b", "main"], dest)
+    run(["git", "add", "-A"], dest)
+    run(["git", "commit", "-qm", "checkout under test"], dest)
+    return dest
+
+
+@pytest.fixture(scope="session")
+def smoke_repo(tmp_path_factory, shared_cifar_archive) -> Path:
+    """A temporary git repo in which `dvc exp run -S scale=smoke` ran and its results are committed."""
+    root = copy_checkout(tmp_path_factory.mktemp("smoke") / "repo")
+    run(["dvc", "exp", "run", "-S", "scale=smoke", "-S", f"data.source={shared_cifar_archive}"], root, timeout=1500)
+    run(["git", "add", "-A"], root)
+    run(["git", "commit", "-qm", "smoke results"], root)
+    return root

@@ -1,0 +1,56 @@
+"""The smoke scale runs every stage through the real `dvc`, and DVC sees the result as complete."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import yaml
+
+from conftest import STAGES, run
+
+pytestmark = pytest.mark.slow
+
+
+def test_dvc_lock_lists_every_stage_and_nothing_is_stale(smoke_repo):
+    lock = yaml.safe_load((smoke_repo / "dvc.lock").read_text())
+    assert sorted(lock["stages"]) == sorted(STAGES)
+    status = run(["dvc", "status", "--json"], smoke_repo).stdout
+    assert json.loads(status) == {}
+
+
+def test_dag_chains_the_papers_method(smoke_repo):
+    dag = run(["dvc", "dag", "--md"], smoke_repo).stdout
+    for a, b in [("download_cifar", "train_targets"), ("train_targets", "train_gan"),
+                 ("train_gan", "generate_adversarial"), ("generate_adversarial", "build_hybrid_splits"),
+                 ("build_hybrid_splits", "train@resnet50"), ("train@repvgg_a2", "eval_mixed"),
+                 ("eval_mixed", "report")]:
+        assert f"{a} --> {b}" in dag.replace('"', "").replace("\\", ""), (a, b, dag)
+
+
+def test_metrics_show_lists_every_figure(smoke_repo):
+    shown = json.loads(run(["dvc", "metrics", "show", "--json"], smoke_repo).stdout)
+    files = next(iter(shown.values()))["data"]
+    expected = ["metrics/targets.json", "metrics/gan.json", "metrics/adversarial.json", "metrics/hybrid.json",
+                "metrics/validation.json", "metrics/eval_mixed.json"] + \
+               [f"metrics/train/{m}.json" for m in ("resnet50", "vgg19bn", "shufflenetv2", "repvgg_a2")]
+    for f in expected:
+        assert f in files and files[f].get("data"), f
+    targets = files["metrics/targets.json"]["data"]
+    assert set(targets) == {"resnet56", "vgg19bn", "mobilenetv2", "shufflenetv2", "repvgg_a2"}
+    assert all(0.0 <= t["test_acc"] <= 1.0 for t in targets.values())
+
+
+def test_training_curves_and_report_are_written(smoke_repo):
+    for name in ("resnet56", "vgg19bn", "mobilenetv2", "shufflenetv2", "repvgg_a2"):
+        header = (smoke_repo / "plots" / "targets" / f"{name}.csv").read_text().splitlines()[0]
+        assert header.startswith("epoch,lr,train_loss,train_acc,val_loss,val_acc")
+    report = (smoke_repo / "reports" / "results.md").read_text()
+    assert "dvc exp run -S scale=smoke" in report
+    for name in ("ResNet-50", "VGG19_bn", "ShuffleNetV2", "RepVGG_a2"):
+        assert f"| {name} |" in report
+
+
+def test_params_yaml_records_the_smoke_scale(smoke_repo):
+    params = yaml.safe_load((smoke_repo / "params.yaml").read_text())
+    assert params["scale_info"]["name"] == "smoke"
+    assert params["data"]["source"].endswith("cifar10-jpeg.tar.gz")

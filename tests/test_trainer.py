@@ -1,0 +1,134 @@
+"""The shared training loop: augmentation, resumption, repeatability, loud failure."""
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from advhybrid.params import ParamsError, Section
+from advhybrid.training import NonFiniteLossError, TrainConfig, augment, fit
+from conftest import synthetic_cifar
+
+CPU = torch.device("cpu")
+
+
+def tiny_model() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1),
+                         nn.Flatten(), nn.Linear(8, 10))
+
+
+def data(n_per_class: int = 10):
+    return synthetic_cifar(n_per_class, seed=1)
+
+
+def test_augment_output_is_a_padded_crop_or_its_mirror():
+    x, _ = data(1)
+    x = torch.as_tensor(x[:4])
+    out = augment(x, torch.Generator().manual_seed(3))
+    padded = torch.nn.functional.pad(x.permute(0, 3, 1, 2).float() / 255, (4, 4, 4, 4))
+    assert out.shape == (4, 3, 32, 32)
+    for i in range(4):
+        candidates = [padded[i, :, dy:dy + 32, dx:dx + 32] for dy in range(9) for dx in range(9)]
+        candidates += [c.flip(2) for c in candidates]
+        assert any(torch.equal(out[i], c) for c in candidates)
+
+
+def test_augment_varies_between_images():
+    x = torch.as_tensor(data(1)[0][:1]).repeat(16, 1, 1, 1)
+    out = augment(x, torch.Generator().manual_seed(0))
+    assert len({o.sum().item() for o in out}) > 1
+
+
+def test_cpu_training_is_repeatable():
+    x, y = data()
+    cfg = TrainConfig(epochs=2, batch_size=32)
+    a, _ = fit(tiny_model(), (x, y), None, cfg, CPU)
+    b, _ = fit(tiny_model(), (x, y), None, cfg, CPU)
+    for pa, pb in zip(a.parameters(), b.parameters()):
+        assert torch.equal(pa, pb)
+
+
+def test_killed_run_resumes_after_last_finished_epoch_and_matches_uninterrupted(tmp_path, capsys):
+    x, y = data()
+    cfg = TrainConfig(epochs=4, batch_size=32, restart_epochs=2)
+    full, full_hist = fit(tiny_model(), (x, y), (x, y), cfg, CPU, select_best=False)
+
+    ckpt = tmp_path / "ckpt.pt"
+
+    def die_after_epoch_2(row):
+        if row["epoch"] == 2:
+            raise KeyboardInterrupt  # what a kill looks like to the loop: it never comes back
+
+    with pytest.raises(KeyboardInterrupt):
+        fit(tiny_model(), (x, y), (x, y), cfg, CPU, checkpoint=ckpt, on_epoch=die_after_epoch_2, select_best=False)
+    assert torch.load(ckpt, weights_only=False)["epoch"] == 2
+
+    resumed, hist = fit(tiny_model(), (x, y), (x, y), cfg, CPU, checkpoint=ckpt, select_best=False)
+    assert "resumed" in capsys.readouterr().out
+    assert [r["epoch"] for r in hist] == [1, 2, 3, 4]
+    assert hist[-1]["train_loss"] == pytest.approx(full_hist[-1]["train_loss"], rel=1e-5)
+    for pa, pb in zip(full.parameters(), resumed.parameters()):
+        torch.testing.assert_close(pa, pb)
+
+
+def test_checkpoint_of_another_configuration_is_not_resumed(tmp_path, capsys):
+    x, y = data()
+    ckpt = tmp_path / "ckpt.pt"
+    fit(tiny_model(), (x, y), None, TrainConfig(epochs=1, batch_size=32), CPU, checkpoint=ckpt)
+    _, hist = fit(tiny_model(), (x, y), None, TrainConfig(epochs=2, batch_size=32, lr=5e-4), CPU, checkpoint=ckpt)
+    assert [r["epoch"] for r in hist] == [1, 2]
+    assert "another configuration" in capsys.readouterr().out
+
+
+def test_non_finite_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path):
+    x, y = data()
+    ckpt = tmp_path / "ckpt.pt"
+    model = tiny_model()
+    cfg = TrainConfig(epochs=3, batch_size=32)
+
+    def poison(row):
+        if row["epoch"] == 1:
+            with torch.no_grad():
+                model[-1].bias.fill_(float("nan"))
+
+    with pytest.raises(NonFiniteLossError, match=r"non-finite training loss in epoch 2"):
+        fit(model, (x, y), None, cfg, CPU, checkpoint=ckpt, on_epoch=poison)
+    state = torch.load(ckpt, weights_only=False)
+    assert state["epoch"] == 1 and torch.isfinite(state["model"]["4.bias"]).all()
+
+
+def test_best_validation_epoch_is_kept():
+    x, y = data()
+    model, hist = fit(tiny_model(), (x, y), (x, y), TrainConfig(epochs=3, batch_size=32), CPU)
+    best = max(hist, key=lambda r: r["val_acc"])
+    from advhybrid.training import evaluate
+    assert evaluate(model, x, y, CPU)["acc"] == pytest.approx(best["val_acc"])
+
+
+def section(**kw) -> Section:
+    base = dict(epochs=1, batch_size=100, lr=1e-3, weight_decay=5e-4, restart_epochs=1, restart_mult=1,
+                label_smoothing=0.0, augment=True, seed=0, compile=False)
+    return Section({**base, **kw}, "train", "params.yaml")
+
+
+def test_config_reads_the_papers_recipe_from_params():
+    cfg = TrainConfig.from_section(section())
+    assert (cfg.lr, cfg.weight_decay, cfg.batch_size) == (1e-3, 5e-4, 100)
+
+
+@pytest.mark.parametrize("key,value,message", [
+    ("epochs", 0, "'train.epochs' must be >= 1"),
+    ("lr", -1.0, "'train.lr' must be > 0"),
+    ("batch_size", "big", "'train.batch_size' must be int"),
+])
+def test_config_rejects_bad_values_naming_the_key(key, value, message):
+    with pytest.raises((ValueError, ParamsError), match=message):
+        TrainConfig.from_section(section(**{key: value}))
+
+
+def test_config_missing_key_names_file_and_key():
+    s = section()
+    del s["seed"]
+    with pytest.raises(ParamsError, match=r"params.yaml: missing key 'train.seed'"):
+        TrainConfig.from_section(s)
