@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import argparse
 
-import numpy as np
 
 from advhybrid.device import pick_device, set_threads
 from advhybrid.evaluation.figures import interval_bars
@@ -36,7 +35,10 @@ def main() -> None:
         for f in fractions:
             key = f"real{round(100 * (1 - f))}_adv{round(100 * f)}"
             # The same seed per ratio for every model: all models face the same draws.
-            entry[key] = mixed_eval(y, pred, is_adv, n, f, draws, seed)
+            try:
+                entry[key] = mixed_eval(y, pred, is_adv, n, f, draws, seed)
+            except ValueError as e:
+                raise SystemExit(f"{args.params}: eval_mixed.n_images={n} does not fit {args.test}: {e}") from e
             for kind in ("acc_real", "acc_adv"):
                 s = entry[key][kind]
                 bars.append({"ratio": key, "model": name, "kind": kind,

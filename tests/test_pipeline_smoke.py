@@ -19,12 +19,12 @@ def test_dvc_lock_lists_every_stage_and_nothing_is_stale(smoke_repo):
 
 
 def test_dag_chains_the_papers_method(smoke_repo):
-    dag = run(["dvc", "dag", "--md"], smoke_repo).stdout
+    dag = run(["dvc", "dag", "--dot"], smoke_repo).stdout
     for a, b in [("download_cifar", "train_targets"), ("train_targets", "train_gan"),
                  ("train_gan", "generate_adversarial"), ("generate_adversarial", "build_hybrid_splits"),
                  ("build_hybrid_splits", "train@resnet50"), ("train@repvgg_a2", "eval_mixed"),
                  ("eval_mixed", "report")]:
-        assert f"{a} --> {b}" in dag.replace('"', "").replace("\\", ""), (a, b, dag)
+        assert f'"{a}" -> "{b}"' in dag, (a, b, dag)
 
 
 def test_metrics_show_lists_every_figure(smoke_repo):

@@ -1,0 +1,143 @@
+"""Stage generate_adversarial: the k search of paper II-B with each target's generator.
+
+For every target, the smallest k on the grid that changes its label, over a class-stratified
+subset of adversarial.train_images / test_images CIFAR-10 images (all of them at 50000 / 10000;
+the raw splits are stored class by class, so a plain "first N" would attack one class only).
+Only successes are stored, in data/adversarial/<target>.npz. Also metrics/adversarial.json,
+plots/adversarial/k_hist.csv and plots/adversarial/examples.png.
+"""
+from __future__ import annotations
+
+import argparse
+
+import numpy as np
+
+from advhybrid.attacks.advgan import load_generator, load_target
+from advhybrid.attacks.ksearch import k_grid, run_k_search
+from advhybrid.attacks.quality import image_quality
+from advhybrid.data.subset import stratified_subset
+from advhybrid.device import pick_device, set_threads
+from advhybrid.io import atomic_path, check_images, load_npz, save_csv, save_json, save_npz
+from advhybrid.params import ParamsError, load_section
+
+SPLITS = ("train", "test")  # source_split 0, 1
+N_EXAMPLES = 3  # images per target in examples.png
+
+
+def _count(p, key: str, available: int, path: str) -> int:
+    n = p.typed(key, int)
+    if not 0 < n <= available:
+        raise ParamsError(f"{p.source}: 'adversarial.{key}'={n} must be in 1..{available} (images in {path})")
+    return n
+
+
+def _summary(res: dict[str, np.ndarray], n_attacked: int, n_images: int) -> dict[str, float | int | None]:
+    n = len(res["k"])
+    stat = lambda f, v: round(float(f(v)), 6) if n else None  # noqa: E731
+    return {
+        "n_images": n_images, "n_attacked": n_attacked, "n_success": n,
+        "success_rate": round(n / n_attacked, 6) if n_attacked else None,
+        "mean_k": stat(np.mean, res["k"]), "median_k": stat(np.median, res["k"]),
+        "mean_l2": stat(np.mean, res["l2"]), "mean_linf": stat(np.mean, res["linf"]),
+        "mean_ssim": stat(np.mean, res["ssim"]),
+        "targeted_rate": stat(np.mean, res["pred"] == res["target_class"]),
+    }
+
+
+def _examples_png(path: str, examples: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]) -> None:
+    """Rows: targets; per example three panels: clean, perturbation (amplified), adversarial."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows, cols = len(examples), 3 * N_EXAMPLES
+    fig, axes = plt.subplots(rows, cols, figsize=(1.2 * cols, 1.4 * rows), squeeze=False)
+    fig.subplots_adjust(left=0.04, right=0.99, bottom=0.01, top=1 - 0.25 / rows, wspace=0.08, hspace=0.3)
+    for ax in axes.flat:
+        ax.axis("off")
+    for r, (name, (clean, adv, k)) in enumerate(examples.items()):
+        axes[r, 0].text(-0.08, 0.5, name, rotation=90, ha="right", va="center", fontsize=8,
+                        transform=axes[r, 0].transAxes)
+        if len(adv) == 0:
+            axes[r, 0].text(0, 0.5, "no successful adversarial example", va="center", fontsize=7,
+                            transform=axes[r, 0].transAxes)
+        for j in range(len(adv)):
+            d = adv[j].astype(np.float32) - clean[j].astype(np.float32)
+            amp = 0.5 + d / (2 * max(np.abs(d).max(), 1.0))  # stretched to the full range
+            for c, (img, title) in enumerate([(clean[j], "clean"), (amp, f"k={k[j]:.2f} (amp.)"), (adv[j], "adv")]):
+                axes[r, 3 * j + c].imshow(img)
+                axes[r, 3 * j + c].set_title(title, fontsize=6)
+    with atomic_path(path, suffix=".png") as tmp:
+        fig.savefig(tmp, format="png", dpi=100)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--params", default="params.yaml")
+    ap.add_argument("--data", default="data/raw/cifar10")
+    ap.add_argument("--device", default=None)
+    args = ap.parse_args(argv)
+    p = load_section("adversarial", args.params)
+    names = p["targets"]
+    if not isinstance(names, list) or not names or not all(isinstance(n, str) for n in names):
+        raise ParamsError(f"{p.source}: 'adversarial.targets' must be a non-empty list of model names, got {names!r}")
+    grid = k_grid(p["k_min"], p["k_max"], p["k_step"], where="adversarial")
+    batch_size = p.typed("batch_size", int)
+    set_threads()
+    device = pick_device(args.device)
+
+    # Everything is loaded and cross-checked before the first image is attacked: a missing or
+    # mismatched checkpoint fails in seconds and leaves no output behind.
+    data = {s: load_npz(f"{args.data}/{s}.npz", ["images", "labels"]) for s in SPLITS}
+    for s in SPLITS:
+        check_images(f"{args.data}/{s}.npz", data[s]["images"])
+    seed = p.typed("seed", int)
+    subsets = {}
+    for s in SPLITS:
+        n = _count(p, f"{s}_images", len(data[s]["images"]), f"{args.data}/{s}.npz")
+        subsets[s] = stratified_subset(data[s]["labels"], n, seed)
+    attackers = {}
+    for name in names:
+        target, sha = load_target(f"models/targets/{name}.pt", name)
+        G, _ = load_generator(f"models/gan/{name}.pt", name, sha)
+        attackers[name] = (target, G)
+
+    metrics, k_rows, examples = {}, [], {}
+    for name, (target, G) in attackers.items():
+        parts, n_attacked = [], 0
+        for split_id, s in enumerate(SPLITS):
+            idx = subsets[s]
+            r = run_k_search(target, G, data[s]["images"][idx], data[s]["labels"][idx], grid, device,
+                             batch_size, desc=f"k search [{name}/{s}]")
+            source_index = idx[r.index]
+            q = image_quality(r.images, data[s]["images"][source_index], device, batch_size)
+            parts.append({
+                "images": r.images, "labels": r.labels.astype(np.int64),
+                "source_split": np.full(len(r.index), split_id, np.uint8),
+                "source_index": source_index.astype(np.int64), "target_class": r.target_class.astype(np.int64),
+                "k": r.k.astype(np.float32), "pred": r.pred.astype(np.int64), **q,
+            })
+            n_attacked += r.n_attacked
+        res = {key: np.concatenate([part[key] for part in parts]) for key in parts[0]}
+        save_npz(f"data/adversarial/{name}.npz", **res)
+
+        metrics[name] = _summary(res, n_attacked, sum(len(i) for i in subsets.values()))
+        hist = np.isclose(res["k"][:, None], grid[None, :], atol=1e-6).sum(0)
+        k_rows += [{"target": name, "k": float(k), "count": int(c)} for k, c in zip(grid, hist)]
+        pick = np.arange(min(N_EXAMPLES, len(res["k"])))
+        src = zip(res["source_split"][pick], res["source_index"][pick])
+        clean = np.array([data[SPLITS[s]]["images"][i] for s, i in src], np.uint8).reshape(-1, 32, 32, 3)
+        examples[name] = (clean, res["images"][pick], res["k"][pick])
+        m = metrics[name]
+        print(f"{name}: {m['n_success']}/{m['n_attacked']} attacked images fooled"
+              + (f", mean k {m['mean_k']:.3f}, mean SSIM {m['mean_ssim']:.4f}" if m["n_success"] else ""))
+
+    save_json("metrics/adversarial.json", metrics)
+    save_csv("plots/adversarial/k_hist.csv", k_rows)
+    _examples_png("plots/adversarial/examples.png", examples)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,64 @@
+"""Stage train_gan: one AdvGAN-style generator per target classifier (paper II-B).
+
+Writes models/gan/<target>.pt (generator + the target's name and checkpoint sha256),
+metrics/gan.json (attack success at k = gan.k_default on held-out test images) and
+plots/gan/<target>.csv (loss curves). Resumes from checkpoints/train_gan/<target>.pt.
+"""
+from __future__ import annotations
+
+import argparse
+from dataclasses import asdict
+
+from advhybrid.attacks.advgan import GanConfig, load_target, save_generator, train_generator
+from advhybrid.attacks.ksearch import evaluate_at_k
+from advhybrid.data.subset import stratified_subset
+from advhybrid.device import pick_device, set_threads
+from advhybrid.io import check_images, load_npz, save_csv, save_json
+from advhybrid.params import ParamsError, load_section
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--params", default="params.yaml")
+    ap.add_argument("--data", default="data/raw/cifar10")
+    ap.add_argument("--device", default=None)
+    args = ap.parse_args(argv)
+    p = load_section("gan", args.params)
+    cfg = GanConfig.from_params(p)
+    names = p["targets"]
+    if not isinstance(names, list) or not names or not all(isinstance(n, str) for n in names):
+        raise ParamsError(f"{args.params}: 'gan.targets' must be a non-empty list of model names, got {names!r}")
+    n_train, n_eval = p.typed("train_images", int), p.typed("eval_images", int)
+    k_default = p.typed("k_default", float)
+    set_threads()
+    device = pick_device(args.device)
+
+    # Every input is checked before the first minute of training, so nothing is half-written.
+    train = load_npz(f"{args.data}/train.npz", ["images", "labels"])
+    test = load_npz(f"{args.data}/test.npz", ["images", "labels"])
+    check_images(f"{args.data}/train.npz", train["images"])
+    check_images(f"{args.data}/test.npz", test["images"])
+    targets = {name: load_target(f"models/targets/{name}.pt", name) for name in names}
+    tr = stratified_subset(train["labels"], n_train, cfg.seed)
+    te = stratified_subset(test["labels"], n_eval, cfg.seed)
+
+    metrics = {}
+    for name, (target, sha) in targets.items():
+        G, history = train_generator(
+            target, train["images"][tr], train["labels"][tr], cfg, device,
+            checkpoint=f"checkpoints/train_gan/{name}.pt", run_key=sha, desc=f"gan[{name}]",
+        )
+        metrics[name] = evaluate_at_k(target, G, test["images"][te], test["labels"][te], k_default, device,
+                                      cfg.batch_size)
+        save_generator(f"models/gan/{name}.pt", G, target=name, target_sha256=sha, config=asdict(cfg))
+        save_csv(f"plots/gan/{name}.csv", history)
+        m = metrics[name]
+        if m["n_attacked"]:
+            print(f"{name}: k={k_default:g} untargeted {m['untargeted_success']:.3f} "
+                  f"targeted {m['targeted_success']:.3f} mean Linf {m['mean_linf'] * 255:.2f}/255 "
+                  f"on {m['n_attacked']} correctly classified test images")
+    save_json("metrics/gan.json", metrics)
+
+
+if __name__ == "__main__":
+    main()
