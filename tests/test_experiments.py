@@ -1,0 +1,215 @@
+"""The experiment workflow on the smoke pipeline: run one experiment with a changed learning rate
+(`dvc exp run -S`), then compare it with the committed baseline through `dvc exp show`,
+`dvc params diff`, `dvc metrics diff` and `dvc plots diff`; queue one without running it.
+Only the stages downstream of `train` rerun, once, in a clone that borrows smoke_repo's cache.
+
+Then the docs' several-GPU queue recipe, on a tiny project of its own (no GPU needed).
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+from dvc_render.base import Renderer
+
+pytestmark = pytest.mark.slow
+
+EXP_NAME = "lr-x2"
+
+
+def dvc_env(isolated: Path, **extra: str) -> dict[str, str]:
+    """This process's environment, venv first on PATH (stage commands say `python`), no user or
+    system DVC config, no analytics (no network), and a git identity for experiment commits."""
+    env = dict(os.environ)
+    env.update(
+        PATH=f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}",
+        DVC_NO_ANALYTICS="1", DVC_GLOBAL_CONFIG_DIR=str(isolated), DVC_SYSTEM_CONFIG_DIR=str(isolated),
+        GIT_AUTHOR_NAME="advhybrid tests", GIT_AUTHOR_EMAIL="tests@advhybrid.invalid",
+        GIT_COMMITTER_NAME="advhybrid tests", GIT_COMMITTER_EMAIL="tests@advhybrid.invalid",
+    )
+    env.pop("ADVHYBRID_CIFAR_SOURCE", None)   # as in smoke_repo: the source is a params override
+    env.update(extra)
+    return env
+
+
+def smoke_overrides(archive: Path) -> list[str]:
+    """The Hydra overrides smoke_repo's baseline was run with. Hydra recomposes params.yaml from
+    conf/ on every `dvc exp run -S`, so they must be given again or the scale falls back."""
+    return ["-S", "scale=smoke", "-S", f"data.source={archive}"]
+
+
+def run(cwd: Path, *cmd: str, env: dict[str, str], timeout: float = 300) -> str:
+    if cmd[0] == "dvc":
+        cmd = (sys.executable, "-m", "dvc", *cmd[1:])
+    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+    if proc.returncode != 0:
+        raise AssertionError(f"`{' '.join(cmd)}` in {cwd} exited {proc.returncode}:\n"
+                             f"{proc.stdout}\n{proc.stderr}")
+    return proc.stdout
+
+
+def run_json(cwd: Path, *cmd: str, env: dict[str, str]):
+    out = run(cwd, *cmd, "--json", env=env)
+    try:
+        return json.loads(out)
+    except json.JSONDecodeError as e:
+        raise AssertionError(f"`{' '.join(cmd)} --json` printed no JSON ({e}):\n{out}") from None
+
+
+def train_lr(params: dict) -> float:
+    try:
+        return float(params["train"]["lr"])
+    except (KeyError, TypeError):
+        raise AssertionError(f"no train.lr in params.yaml: {params}") from None
+
+
+@pytest.fixture(scope="module")
+def experiment(smoke_repo: Path, shared_cifar_archive: Path, tmp_path_factory) -> dict:
+    """A clone of smoke_repo in which `dvc exp run -S scale=smoke -S train.lr=<2x baseline>` ran;
+    its results are applied to the workspace, the baseline is HEAD."""
+    isolated = tmp_path_factory.mktemp("no-user-config")
+    env = dvc_env(isolated)
+    repo = tmp_path_factory.mktemp("exp") / "repo"
+    run(repo.parent, "git", "clone", "-q", str(smoke_repo), str(repo), env=env, timeout=120)
+    # no pull needed: the clone uses smoke_repo's cache (content-addressed, so sharing is safe)
+    run(repo, "dvc", "cache", "dir", "--local", str(smoke_repo / ".dvc" / "cache"), env=env)
+    run(repo, "dvc", "checkout", env=env, timeout=600)
+
+    old_lr = train_lr(yaml.safe_load((repo / "params.yaml").read_text()))
+    new_lr = old_lr * 2
+    t0 = time.perf_counter()
+    run(repo, "dvc", "exp", "run", "-n", EXP_NAME, *smoke_overrides(shared_cifar_archive),
+        "-S", f"train.lr={new_lr!r}", env=env, timeout=1200)
+    print(f"\n[timing] dvc exp run -S train.lr={new_lr!r} at smoke scale: "
+          f"{time.perf_counter() - t0:.1f} s")
+    return {"repo": repo, "env": env, "old_lr": old_lr, "new_lr": new_lr,
+            "overrides": smoke_overrides(shared_cifar_archive)}
+
+
+def test_exp_run_applies_the_new_learning_rate_to_the_workspace(experiment):
+    params = yaml.safe_load((experiment["repo"] / "params.yaml").read_text())
+    assert train_lr(params) == pytest.approx(experiment["new_lr"])
+
+
+def test_exp_show_lists_the_experiment_with_its_params_and_metrics(experiment):
+    rows = run_json(experiment["repo"], "dvc", "exp", "show", env=experiment["env"])
+    exps = [rev for row in rows for group in (row.get("experiments") or [])
+            for rev in group["revs"] if rev.get("name") == EXP_NAME]
+    assert len(exps) == 1, f"experiment {EXP_NAME!r} not in `dvc exp show --json`: {rows}"
+    data = exps[0]["data"]
+    assert train_lr(data["params"]["params.yaml"]["data"]) == pytest.approx(experiment["new_lr"])
+    assert data["metrics"], f"experiment {EXP_NAME!r} has no metrics in `dvc exp show`"
+    assert all(m.get("data") for m in data["metrics"].values()), data["metrics"]
+
+
+def test_params_diff_reports_only_the_changed_learning_rate(experiment):
+    diff = run_json(experiment["repo"], "dvc", "params", "diff", env=experiment["env"])
+    assert set(diff) == {"params.yaml"} and set(diff["params.yaml"]) == {"train.lr"}, (
+        f"expected only train.lr to differ from the baseline (are smoke_overrides() the ones "
+        f"smoke_repo ran with?): {diff}")
+    lr = diff["params.yaml"]["train.lr"]
+    assert (lr["old"], lr["new"]) == (pytest.approx(experiment["old_lr"]),
+                                      pytest.approx(experiment["new_lr"]))
+
+
+def test_metrics_diff_covers_every_metrics_file_and_shows_a_change(experiment):
+    repo, env = experiment["repo"], experiment["env"]
+    shown = run_json(repo, "dvc", "metrics", "show", env=env)   # {rev: {"data": {file: ...}}}
+    files = {f for rev in shown.values() for f in rev.get("data", {})}
+    diff = run_json(repo, "dvc", "metrics", "diff", "--all", env=env)
+    assert files and set(diff) == files, f"metrics files {files}, `dvc metrics diff` has {set(diff)}"
+    changed = [f"{f}:{k}" for f, ms in diff.items() for k, v in ms.items() if v["old"] != v["new"]]
+    assert changed, f"doubling train.lr changed no metric at all: {diff}"
+
+
+def test_plots_diff_writes_html_showing_both_revisions(experiment, tmp_path):
+    repo, env = experiment["repo"], experiment["env"]
+    plots = run_json(repo, "dvc", "plots", "diff", "-o", str(tmp_path / "json"), env=env)["data"]
+    vega = [pid for pid, items in plots.items() if any(i.get("type") == "vega" for i in items)]
+    assert vega, f"`dvc plots diff` found no data plots: {list(plots)}"
+    run(repo, "dvc", "plots", "diff", "-o", str(tmp_path / "plots"), env=env)
+    html = (tmp_path / "plots" / "index.html").read_text()
+    # each plot is a <div> whose id is its path made HTML-safe (dvc-render's own rule)
+    missing = [pid for pid in plots if Renderer.remove_special_chars(pid) not in html]
+    assert not missing, f"plots missing from index.html: {missing}"
+    assert "workspace" in html and "HEAD" in html, "index.html does not compare the two revisions"
+
+
+def test_queued_experiment_waits_for_queue_start(experiment):
+    repo, env = experiment["repo"], experiment["env"]
+    run(repo, "dvc", "exp", "run", "--queue", "-n", "queued-lr", *experiment["overrides"],
+        "-S", f"train.lr={experiment['old_lr'] / 2!r}", env=env)
+    try:
+        status = run(repo, "dvc", "queue", "status", env=env)
+        assert "queued-lr" in status and "Queued" in status, status
+    finally:
+        run(repo, "dvc", "queue", "remove", "--queued", env=env)
+    assert "queued-lr" not in run(repo, "dvc", "queue", "status", env=env)
+
+
+GPU_STAGE = """\
+import json, os, pathlib, time
+release, deadline = pathlib.Path(os.environ["ADVHYBRID_TEST_RELEASE"]), time.time() + 120
+while not release.exists() and time.time() < deadline:   # hold the worker until both run
+    time.sleep(0.2)
+json.dump({"gpu": int(os.environ.get("CUDA_VISIBLE_DEVICES", "-1"))}, open("gpu.json", "w"))
+"""
+
+
+def wait_for(repo: Path, env: dict[str, str], running: int, done: int, timeout: float) -> None:
+    deadline, status = time.monotonic() + timeout, ""
+    while time.monotonic() < deadline and "Failed" not in status:
+        status = run(repo, "dvc", "queue", "status", env=env)
+        if status.count("Running") >= running and status.count("Success") >= done:
+            return
+        time.sleep(1)
+    raise AssertionError(f"the queue never had {running} running and {done} done:\n{status}")
+
+
+def start_worker(repo: Path, env: dict[str, str], jobs: int, gpu: str, log: Path) -> None:
+    # the worker inherits our stdout/stderr: with pipes, subprocess.run would wait for it to exit
+    with open(log, "a") as out:
+        subprocess.run([sys.executable, "-m", "dvc", "queue", "start", "-j", str(jobs)], cwd=repo,
+                       env={**env, "CUDA_VISIBLE_DEVICES": gpu}, stdout=out, stderr=out,
+                       timeout=60, check=True)
+
+
+def test_each_queue_worker_keeps_the_gpu_it_was_started_with(tmp_path: Path):
+    """The docs' several-GPU recipe: start worker k with CUDA_VISIBLE_DEVICES=k via
+    `dvc queue start -j k`; each experiment then sees only its worker's GPU. A tiny project,
+    no GPU needed: the stage records the CUDA_VISIBLE_DEVICES it was given."""
+    repo, release = tmp_path / "repo", tmp_path / "release"
+    repo.mkdir()
+    (repo / "stage.py").write_text(GPU_STAGE)
+    (repo / "params.yaml").write_text("lr: 0.1\n")
+    (repo / "dvc.yaml").write_text(
+        "stages:\n  fit:\n    cmd: python stage.py\n    deps: [stage.py]\n    params: [lr]\n"
+        "    metrics:\n      - gpu.json:\n          cache: false\n")
+    env = dvc_env(tmp_path, ADVHYBRID_TEST_RELEASE=str(release))
+    env.pop("CUDA_VISIBLE_DEVICES", None)
+    run(repo, "git", "init", "-q", env=env)
+    run(repo, "dvc", "init", "-q", env=env)
+    run(repo, "git", "add", "-A", env=env)
+    run(repo, "git", "commit", "-qm", "tiny project", env=env)
+    for name, lr in (("a", "0.2"), ("b", "0.3")):
+        run(repo, "dvc", "exp", "run", "--queue", "-n", name, "-S", f"lr={lr}", env=env)
+    try:
+        start_worker(repo, env, jobs=1, gpu="0", log=tmp_path / "queue.log")
+        wait_for(repo, env, running=1, done=0, timeout=60)   # worker 1 exists before we ask for 2
+        start_worker(repo, env, jobs=2, gpu="1", log=tmp_path / "queue.log")
+        wait_for(repo, env, running=2, done=0, timeout=60)
+        release.touch()
+        wait_for(repo, env, running=0, done=2, timeout=60)
+    finally:
+        release.touch()
+        run(repo, "dvc", "queue", "stop", env=env, timeout=60)
+    rows = run_json(repo, "dvc", "exp", "show", env=env)
+    gpus = {rev["name"]: rev["data"]["metrics"]["gpu.json"]["data"]["gpu"]
+            for row in rows for group in (row.get("experiments") or []) for rev in group["revs"]}
+    assert sorted(gpus.values()) == [0, 1], f"GPU seen by each experiment: {gpus}"
