@@ -15,6 +15,9 @@ else
   SOURCE_OVERRIDE := -S data.source=$(ADVHYBRID_CIFAR_SOURCE)
 endif
 
+# OpenMP threads that spin while waiting starve any other job on the same cores.
+export OMP_WAIT_POLICY ?= PASSIVE
+
 .PHONY: venv test smoke reference paper bench clean-venv
 
 $(BIN)/.installed: pyproject.toml

@@ -8,13 +8,13 @@ Then the docs' several-GPU queue recipe, on a tiny project of its own (no GPU ne
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import pytest
+from conftest import isolated_dvc_env, smoke_overrides
 import yaml
 from dvc_render.base import Renderer
 
@@ -23,25 +23,8 @@ pytestmark = pytest.mark.slow
 EXP_NAME = "lr-x2"
 
 
-def dvc_env(isolated: Path, **extra: str) -> dict[str, str]:
-    """This process's environment, venv first on PATH (stage commands say `python`), no user or
-    system DVC config, no analytics (no network), and a git identity for experiment commits."""
-    env = dict(os.environ)
-    env.update(
-        PATH=f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}",
-        DVC_NO_ANALYTICS="1", DVC_GLOBAL_CONFIG_DIR=str(isolated), DVC_SYSTEM_CONFIG_DIR=str(isolated),
-        GIT_AUTHOR_NAME="advhybrid tests", GIT_AUTHOR_EMAIL="tests@advhybrid.invalid",
-        GIT_COMMITTER_NAME="advhybrid tests", GIT_COMMITTER_EMAIL="tests@advhybrid.invalid",
-    )
-    env.pop("ADVHYBRID_CIFAR_SOURCE", None)   # as in smoke_repo: the source is a params override
-    env.update(extra)
-    return env
 
 
-def smoke_overrides(archive: Path) -> list[str]:
-    """The Hydra overrides smoke_repo's baseline was run with. Hydra recomposes params.yaml from
-    conf/ on every `dvc exp run -S`, so they must be given again or the scale falls back."""
-    return ["-S", "scale=smoke", "-S", f"data.source={archive}"]
 
 
 def run(cwd: Path, *cmd: str, env: dict[str, str], timeout: float = 300) -> str:
@@ -74,7 +57,7 @@ def experiment(smoke_repo: Path, shared_cifar_archive: Path, tmp_path_factory) -
     """A clone of smoke_repo in which `dvc exp run -S scale=smoke -S train.lr=<2x baseline>` ran;
     its results are applied to the workspace, the baseline is HEAD."""
     isolated = tmp_path_factory.mktemp("no-user-config")
-    env = dvc_env(isolated)
+    env = isolated_dvc_env(isolated)
     repo = tmp_path_factory.mktemp("exp") / "repo"
     run(repo.parent, "git", "clone", "-q", str(smoke_repo), str(repo), env=env, timeout=120)
     # no pull needed: the clone uses smoke_repo's cache (content-addressed, so sharing is safe)
@@ -191,7 +174,7 @@ def test_each_queue_worker_keeps_the_gpu_it_was_started_with(tmp_path: Path):
     (repo / "dvc.yaml").write_text(
         "stages:\n  fit:\n    cmd: python stage.py\n    deps: [stage.py]\n    params: [lr]\n"
         "    metrics:\n      - gpu.json:\n          cache: false\n")
-    env = dvc_env(tmp_path, ADVHYBRID_TEST_RELEASE=str(release))
+    env = isolated_dvc_env(tmp_path, ADVHYBRID_TEST_RELEASE=str(release))
     env.pop("CUDA_VISIBLE_DEVICES", None)
     run(repo, "git", "init", "-q", env=env)
     run(repo, "dvc", "init", "-q", env=env)

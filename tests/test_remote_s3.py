@@ -5,7 +5,6 @@
 from __future__ import annotations
 
 import filecmp
-import os
 import subprocess
 import sys
 import time
@@ -14,6 +13,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from conftest import isolated_dvc_env
 import yaml
 
 import s3_server
@@ -23,20 +23,6 @@ pytestmark = pytest.mark.slow
 BUCKET, PREFIX = "advhybrid", "dvc"   # .dvc/config: remote "s3" url = s3://advhybrid/dvc
 
 
-def dvc_env(isolated: Path, **extra: str) -> dict[str, str]:
-    """This process's environment with no AWS_* settings and no user/system DVC or AWS config,
-    the venv first on PATH (stage commands say `python`), and no analytics (no network)."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
-    env.update(
-        PATH=f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}",
-        DVC_NO_ANALYTICS="1", DVC_GLOBAL_CONFIG_DIR=str(isolated), DVC_SYSTEM_CONFIG_DIR=str(isolated),
-        AWS_CONFIG_FILE=str(isolated / "aws_config"),
-        AWS_SHARED_CREDENTIALS_FILE=str(isolated / "aws_credentials"),
-        GIT_AUTHOR_NAME="advhybrid tests", GIT_AUTHOR_EMAIL="tests@advhybrid.invalid",
-        GIT_COMMITTER_NAME="advhybrid tests", GIT_COMMITTER_EMAIL="tests@advhybrid.invalid",
-    )
-    env.update(extra)
-    return env
 
 
 def run(cwd: Path, *cmd: str, env: dict[str, str], timeout: float = 300,
@@ -96,7 +82,7 @@ def s3(tmp_path_factory):
 @pytest.fixture(scope="module")
 def pushed(smoke_repo: Path, s3: s3_server.S3Server, isolated: Path) -> Path:
     """smoke_repo's cache pushed to the s3 remote, the endpoint given only by AWS_ENDPOINT_URL."""
-    env = dvc_env(isolated, **s3.env())
+    env = isolated_dvc_env(isolated, **s3.env())
     remotes = run(smoke_repo, "dvc", "remote", "list", env=env).stdout
     assert f"s3://{BUCKET}/{PREFIX}" in remotes, (
         f"smoke_repo's .dvc/config has no remote 's3' = s3://{BUCKET}/{PREFIX} "
@@ -111,13 +97,13 @@ def pushed(smoke_repo: Path, s3: s3_server.S3Server, isolated: Path) -> Path:
 
 def test_pull_from_s3_into_fresh_clone_gives_identical_files_and_clean_status(
         pushed: Path, s3: s3_server.S3Server, isolated: Path, tmp_path: Path):
-    fresh = git_clone(pushed, tmp_path / "fresh", dvc_env(isolated))
+    fresh = git_clone(pushed, tmp_path / "fresh", isolated_dvc_env(isolated))
     expected = cached_outs(pushed)
     assert expected, "dvc.lock of smoke_repo lists no cached outs: nothing to push"
     assert not any((fresh / f).exists() for f in expected), "clone has data before any pull"
 
     # the other documented way to give the endpoint: per-machine config, not the environment
-    env = {k: v for k, v in dvc_env(isolated, **s3.env()).items() if k != "AWS_ENDPOINT_URL"}
+    env = {k: v for k, v in isolated_dvc_env(isolated, **s3.env()).items() if k != "AWS_ENDPOINT_URL"}
     run(fresh, "dvc", "remote", "modify", "--local", "s3", "endpointurl", s3.endpoint, env=env)
     t0 = time.perf_counter()
     out = run(fresh, "dvc", "pull", "-r", "s3", env=env, timeout=600)
@@ -135,8 +121,8 @@ def test_pull_from_s3_into_fresh_clone_gives_identical_files_and_clean_status(
 def test_s3_refuses_wrong_credentials_with_a_clear_error(
         who: str, smoke_repo: Path, s3: s3_server.S3Server, isolated: Path, tmp_path: Path):
     bad = {"secret_key": "not-the-secret"} if who == "wrong secret key" else {"access_key": "AKNOBODY"}
-    env = dvc_env(isolated, **s3.env(**bad))
-    fresh = git_clone(smoke_repo, tmp_path / "fresh", dvc_env(isolated))
+    env = isolated_dvc_env(isolated, **s3.env(**bad))
+    fresh = git_clone(smoke_repo, tmp_path / "fresh", isolated_dvc_env(isolated))
     # pull into an empty clone; push from smoke_repo, whose cache has something to send
     for cmd, repo in (("pull", fresh), ("push", smoke_repo)):
         proc = run(repo, "dvc", cmd, "-r", "s3", env=env, timeout=120, check=False)
@@ -156,7 +142,7 @@ def test_local_remote_from_shipped_config_round_trips(smoke_repo: Path, isolated
                                                       tmp_path: Path):
     """The default remote `local` sits beside the checkout: push from one clone, pull into a
     sibling clone, both resolving it to the same directory (here inside tmp_path)."""
-    env = dvc_env(isolated)
+    env = isolated_dvc_env(isolated)
     default = run(smoke_repo, "dvc", "remote", "default", env=env).stdout.strip()
     assert default == "local", f"default remote is {default!r}, expected 'local'"
     pusher = git_clone(smoke_repo, tmp_path / "work" / "pusher", env)

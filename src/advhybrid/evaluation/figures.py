@@ -23,6 +23,7 @@ def interval_bars(rows: list[dict], title: str, path: str | Path) -> None:
         means = [100 * sel[m]["mean"] for m in models]
         err = [[100 * (sel[m]["mean"] - sel[m]["low"]) for m in models],
                [100 * (sel[m]["high"] - sel[m]["mean"]) for m in models]]
+        err = [[max(0.0, e) for e in side] for side in err]  # a mean can sit a rounding error outside its interval
         ax.bar(xs, means, width, yerr=err, capsize=3, label=kind)
     ax.set_xticks([i + width * (len(kinds) - 1) / 2 for i in range(len(models))], models)
     ax.set_ylabel("accuracy (%)")

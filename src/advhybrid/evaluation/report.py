@@ -47,7 +47,8 @@ def _table(header: list[str], rows: list[list[Any]]) -> str:
 def render(m: dict[str, Any], params: dict[str, Any], hashes: dict[str, str], command: str) -> str:
     """`m` holds the parsed metrics files: targets, gan, adversarial, hybrid, validation, train, eval_mixed."""
     out = ["# Results: Hybrid CIFAR-10, ours beside the paper's", "",
-           f"Produced by `{command}` (scale `{params.get('scale_info', {}).get('name', '?')}`). "
+           f"Produced by `{command}` (scale `{params.get('scale_info', {}).get('name', '?')}`: "
+           f"{params.get('scale_info', {}).get('description', '')}). "
            "Columns marked *paper* are copied from Truong Phi Ho et al. (2024); all others are measured "
            "by this pipeline. Regenerate with `dvc repro report`.", ""]
 
