@@ -1,0 +1,54 @@
+"""Print docs/results.md's tables from the committed metrics/ (so no figure there is typed in).
+
+    python tools/results_tables.py            # from the repo root, after a pipeline run
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import yaml
+
+
+def load(name: str) -> dict:
+    return json.loads(Path(f"metrics/{name}.json").read_text())
+
+
+def main() -> None:
+    params = yaml.safe_load(Path("params.yaml").read_text())
+    t, g, a, h = load("targets"), load("gan"), load("adversarial"), load("hybrid")
+    print(f"Scale `{params['scale_info']['name']}` ({params['scale_info']['description']}).\n")
+    print("| target | params | clean test acc | GAN untargeted @k=1 | GAN targeted @k=1 | k-search success "
+          "| targeted share | mean k | mean Linf (/255) | mean SSIM | AEs kept / attacked |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    for n in t:
+        print(f"| {n} | {t[n]['params']:,} | {100 * t[n]['test_acc']:.2f}% | {100 * g[n]['untargeted_success']:.1f}% "
+              f"| {100 * g[n]['targeted_success']:.1f}% | {100 * a[n]['success_rate']:.1f}% "
+              f"| {100 * a[n]['targeted_rate']:.1f}% | {a[n]['mean_k']:.3f} | {255 * a[n]['mean_linf']:.2f} "
+              f"| {a[n]['mean_ssim']:.4f} | {a[n]['n_success']:,} / {a[n]['n_attacked']:,} |")
+    print("\nHybrid CIFAR-10 (metrics/hybrid.json): "
+          + ", ".join(f"{s} {v['real']:,} real + {v['adversarial']:,} AEs" for s, v in h["splits"].items())
+          + f"; {h['pool']['adversarial_images']:,} AEs from {h['pool']['sources']:,} source images available.")
+    print("\n| defended model | params | epochs | loss | train acc | val acc | test acc | precision | recall | test real | test AEs |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    for n in params["train"]["models"]:
+        m = json.loads(Path(f"metrics/train/{n}.json").read_text())
+        print(f"| {n} | {m['params']:,} | {m['epochs']} | {m['loss']:.4f} | {100 * m['train_acc']:.2f}% | {100 * m['val_acc']:.2f}% "
+              f"| {100 * m['test_acc']:.2f}% | {100 * m['precision']:.2f}% | {100 * m['recall']:.2f}% "
+              f"| {100 * m['test_acc_real']:.2f}% | {100 * m['test_acc_adv']:.2f}% |")
+    em = load("eval_mixed")
+    print(f"\nMixed draws ({em['n_images']} images, {em['draws']} draws; mean [95% interval]):\n")
+    ratios = [k for k in next(iter(em["models"].values())) if k.startswith("real")]
+    print("| model | " + " | ".join(f"{r} real | {r} AEs" for r in ratios) + " |")
+    print("|---|" + "---|---|" * len(ratios))
+    for n, v in em["models"].items():
+        cells = []
+        for r in ratios:
+            for kind in ("acc_real", "acc_adv"):
+                s = v[r][kind]
+                cells.append(f"{100 * s['mean']:.1f} [{100 * s['low']:.1f}, {100 * s['high']:.1f}]")
+        print(f"| {n} | " + " | ".join(cells) + " |")
+
+
+if __name__ == "__main__":
+    main()
