@@ -63,18 +63,26 @@ def render(m: dict[str, Any], params: dict[str, Any], hashes: dict[str, str], co
     if adv:
         keys = [k for k in next(iter(adv.values())) if isinstance(next(iter(adv.values()))[k], (int, float))]
         out += ["## The GAN attack (generate_adversarial)", "",
-                _table(["target"] + keys, [[n] + [f"{v[k]:.4g}" for k in keys] for n, v in adv.items()]), ""]
+                _table(["target"] + keys, [[n] + [_num(v[k]) for k in keys] for n, v in adv.items()]), ""]
     gan = m.get("gan", {})
     if gan:
         keys = [k for k in next(iter(gan.values())) if isinstance(next(iter(gan.values()))[k], (int, float))]
         out += ["GAN at the default k (held-out clean test images, metrics/gan.json):", "",
-                _table(["target"] + keys, [[n] + [f"{v[k]:.4g}" for k in keys] for n, v in gan.items()]), ""]
+                _table(["target"] + keys, [[n] + [_num(v[k]) for k in keys] for n, v in gan.items()]), ""]
 
     hy = m.get("hybrid", {})
     if hy:
-        out += ["## Table 1: the Hybrid CIFAR-10 splits", "",
-                "Ours (pairs of a real image and one AE made from it):", "",
-                "```json", _short_json(hy), "```", "",
+        splits = hy.get("splits", {})
+        classes = list(PAPER_TABLE1_TRAIN)
+        rows = [[c] + [f"{splits[s]['per_class'][c]['real']:,} / {splits[s]['per_class'][c]['adversarial']:,}"
+                       for s in splits] + [f"{PAPER_TABLE1_TRAIN[c]:,} / {PAPER_TABLE1_TRAIN[c]:,}", "500 / 500", "500 / 500"]
+                for c in classes if all(c in splits[s].get("per_class", {}) for s in splits)]
+        rows.append(["total"] + [f"{splits[s]['real']:,} / {splits[s]['adversarial']:,}" for s in splits]
+                    + [f"{sum(PAPER_TABLE1_TRAIN.values()):,} / {sum(PAPER_TABLE1_TRAIN.values()):,}", "5,000 / 5,000", "5,000 / 5,000"])
+        out += ["## Table 1: the Hybrid CIFAR-10 splits (real / AEs)", "",
+                "Ours: pairs of a real image and one AE made from it, grouped by source image.", "",
+                _table(["class"] + [f"{s} (ours)" for s in splits] + ["train (paper)", "val (paper)", "test (paper)"], rows), "",
+                f"Pool: {hy.get('pool', {})}.", "",
                 f"Paper: training {sum(PAPER_TABLE1_TRAIN.values()):,} real + "
                 f"{sum(PAPER_TABLE1_TRAIN.values()):,} AEs (per class "
                 + ", ".join(f"{c} {n:,}" for c, n in PAPER_TABLE1_TRAIN.items())
@@ -122,6 +130,14 @@ def render(m: dict[str, Any], params: dict[str, Any], hashes: dict[str, str], co
             _table(["file", "md5"], [[k, v] for k, v in hashes.items()]), "",
             "Params (params.yaml as composed for this run):", "", "```json", _short_json(params), "```", ""]
     return "\n".join(out)
+
+
+def _num(x: Any) -> str:
+    if isinstance(x, bool) or x is None:
+        return str(x)
+    if isinstance(x, int):
+        return f"{x:,}"
+    return f"{x:.4g}" if isinstance(x, float) else str(x)
 
 
 def _short_json(obj: Any) -> str:
