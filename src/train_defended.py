@@ -24,8 +24,8 @@ def main() -> None:
     p = load_section("train", args.params)
     if args.model not in p["models"]:
         raise SystemExit(f"{args.params}: '{args.model}' is not in train.models {list(p['models'])}")
-    cfg = TrainConfig.from_section(p, epochs=p["epochs"].typed(args.model, int))
-    width = p.typed("width", float)
+    cfg = TrainConfig.from_section(p, epochs=p.per_model("epochs", args.model, int))
+    width = p.per_model("width", args.model, float)
     set_threads()
     device = pick_device()
 

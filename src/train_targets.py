@@ -33,7 +33,8 @@ def main() -> None:
     results = {}
     for name in p["models"]:
         t0 = time.perf_counter()
-        model = build_model(name, num_classes=10, width=p.typed("width", float))
+        width = p.per_model("width", name, float)
+        model = build_model(name, num_classes=10, width=width)
         # The test split only draws the curves here; the last epoch's weights are kept.
         model, history = fit(model, (x, y), (xt, yt), cfg, device,
                              checkpoint=f"checkpoints/train_targets/{name}.pt", name=name, select_best=False)
@@ -47,7 +48,7 @@ def main() -> None:
             "params": count_parameters(model),
             "minutes": round((time.perf_counter() - t0) / 60, 2),
         }
-        save_model(f"models/targets/{name}.pt", model, name, 10, p.typed("width", float),
+        save_model(f"models/targets/{name}.pt", model, name, 10, width,
                    test_acc=scores["accuracy"])
         save_csv(f"plots/targets/{name}.csv", history)
         print(f"{name}: clean test accuracy {scores['accuracy']:.4f}")

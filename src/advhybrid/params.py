@@ -48,6 +48,13 @@ class Section(dict):
             )
         return value
 
+    def per_model(self, key: str, model: str, kind: type | tuple[type, ...]) -> Any:
+        """`key` as one value for every model, or as a {model: value} mapping naming `model`."""
+        value = self[key]
+        if isinstance(value, dict):
+            return value.typed(model, kind)
+        return self.typed(key, kind)
+
 
 def load_section(name: str, path: str | os.PathLike = "params.yaml") -> Section:
     path = Path(path)

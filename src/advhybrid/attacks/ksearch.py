@@ -3,6 +3,9 @@
 For each image the target classifies correctly, G(x) is computed once and k walks the grid
 k_min, k_min + k_step, ..., k_max; the first k whose (uint8-rounded) x_adv is misclassified wins.
 The grid is a short loop of batched forwards over the images still unbroken, never per image.
+Every forward here runs in fp32, even where training uses bf16 autocast: whether a label flips
+is decided at the decision boundary, where bf16 rounding would flip some labels back in an fp32
+re-check, and the stored image must be one the target (in fp32) really misclassifies.
 """
 from __future__ import annotations
 
@@ -15,7 +18,7 @@ from torch import nn
 from tqdm import tqdm
 
 from advhybrid.attacks.advgan import apply_perturbation, quantise, second_class
-from advhybrid.device import autocast, images_to_device, memory_format, to_float, to_uint8
+from advhybrid.device import images_to_device, memory_format, to_float, to_uint8
 
 
 class KGridError(ValueError):
@@ -61,9 +64,7 @@ def k_search_batch(
 ) -> dict[str, torch.Tensor]:
     """Per image of one batch: attacked, success, k index (-1 = none), pred, t, adversarial uint8."""
     x = to_float(x_u8)
-    with autocast(device):
-        logits = target(x).float()
-        delta = G(x).float()
+    logits, delta = target(x).float(), G(x).float()
     t = second_class(logits)
     pred = logits.argmax(1)
     attacked = pred == y  # images the target already gets wrong are not attacked
@@ -75,8 +76,7 @@ def k_search_batch(
             break
         # Rounded to uint8 before the forward: the label we record is the label of the stored image.
         xa = quantise(apply_perturbation(x[todo], delta[todo], grid[j]))
-        with autocast(device):
-            p = target(xa).argmax(1)
+        p = target(xa).argmax(1)
         hit = p != y[todo]
         won = todo[hit]
         k_idx[won], pred[won], adv[won] = j, p[hit], to_uint8(xa[hit])
@@ -143,14 +143,11 @@ def evaluate_at_k(
     sums = torch.zeros(5, dtype=torch.float64, device=device)  # attacked, untargeted, targeted, l2, linf
     for i in range(0, len(x_all), batch_size):
         x, y = to_float(x_all[i : i + batch_size]), y_all[i : i + batch_size]
-        with autocast(device):
-            logits = target(x).float()
-            delta = G(x).float()
+        logits, delta = target(x).float(), G(x).float()
         ok = logits.argmax(1) == y
         x, y, t, delta = x[ok], y[ok], second_class(logits)[ok], delta[ok]
         xa = quantise(apply_perturbation(x, delta, k))
-        with autocast(device):
-            p = target(xa).argmax(1)
+        p = target(xa).argmax(1)
         diff = (xa - x).flatten(1)
         sums += torch.stack([
             ok.sum(), (p != y).sum(), (p == t).sum(), diff.norm(dim=1).sum(), diff.abs().amax(1).sum()
