@@ -3,7 +3,9 @@
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
-SHARED_CIFAR := $(abspath ../shared/data/cifar10-jpeg.tar.gz)
+# Relative to the repository root (where DVC runs every stage), so params.yaml and dvc.lock
+# record a path that holds on any machine with ../shared beside the clone.
+SHARED_CIFAR := ../shared/data/cifar10-jpeg.tar.gz
 
 # Offline machines: point the pipeline at ../shared's image-folder archive unless a source is
 # already set. It goes in as a params override, so DVC sees (and records) which source was used.

@@ -28,7 +28,7 @@ from advhybrid.params import ParamsError, load_section
 def read_params(path: str | Path) -> dict:
     p = load_section("hybrid", path)
     out = {
-        "targets": p.typed("targets", list),
+        "targets": p.names("targets"),
         "val_per_class": p.typed("val_per_class", int),
         "test_per_class": p.typed("test_per_class", int),
         "train_cap_per_class": p["train_cap_per_class"],
@@ -41,9 +41,6 @@ def read_params(path: str | Path) -> dict:
     for key in ("val_per_class", "test_per_class"):
         if out[key] < 1:
             raise ParamsError(f"{path}: 'hybrid.{key}' must be >= 1, got {out[key]}")
-    if not out["targets"] or len(set(out["targets"])) != len(out["targets"]):
-        raise ParamsError(f"{path}: 'hybrid.targets' must list distinct target names, "
-                          f"got {out['targets']}")
     if isinstance(out["train_cap_per_class"], dict):
         out["train_cap_per_class"] = dict(out["train_cap_per_class"])
     return out

@@ -80,9 +80,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--device", default=None)
     args = ap.parse_args(argv)
     p = load_section("adversarial", args.params)
-    names = p["targets"]
-    if not isinstance(names, list) or not names or not all(isinstance(n, str) for n in names):
-        raise ParamsError(f"{p.source}: 'adversarial.targets' must be a non-empty list of model names, got {names!r}")
+    names = p.names("targets")
     grid = k_grid(p["k_min"], p["k_max"], p["k_step"], where="adversarial")
     batch_size = p.typed("batch_size", int)
     set_threads()

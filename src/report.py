@@ -2,25 +2,24 @@
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 from pathlib import Path
 
 import yaml
 
 from advhybrid.evaluation.report import render
-from advhybrid.io import save_text
+from advhybrid.io import file_digest, save_text
 
 METRICS = ["targets", "gan", "adversarial", "hybrid", "validation", "eval_mixed"]
 DATA = ["data/hybrid/train.npz", "data/hybrid/val.npz", "data/hybrid/test.npz"]
 
 
-def md5(path: str) -> str:
-    h = hashlib.md5()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+def command(params: dict) -> str:
+    """The `dvc exp run` that composes these params (the source override included: without it
+    the command would read the official archive, not the images these figures came from)."""
+    cmd = f"dvc exp run -S scale={params.get('scale_info', {}).get('name', 'reference')}"
+    source = params.get("data", {}).get("source", "official")
+    return cmd if source == "official" else f"{cmd} -S data.source={source}"
 
 
 def main() -> None:
@@ -32,8 +31,7 @@ def main() -> None:
     params = yaml.safe_load(Path(args.params).read_text())
     m = {k: json.loads(Path(f"metrics/{k}.json").read_text()) for k in METRICS}
     m["train"] = {n: json.loads(Path(f"metrics/train/{n}.json").read_text()) for n in params["train"]["models"]}
-    scale = params.get("scale_info", {}).get("name", "reference")
-    save_text(args.out, render(m, params, {p: md5(p) for p in DATA}, f"dvc exp run -S scale={scale}"))
+    save_text(args.out, render(m, params, {p: file_digest(p, "md5") for p in DATA}, command(params)))
     print(f"wrote {args.out}")
 
 

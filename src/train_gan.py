@@ -14,7 +14,7 @@ from advhybrid.attacks.ksearch import evaluate_at_k
 from advhybrid.data.subset import stratified_subset
 from advhybrid.device import pick_device, set_threads
 from advhybrid.io import check_images, load_npz, save_csv, save_json
-from advhybrid.params import ParamsError, load_section
+from advhybrid.params import load_section
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -25,9 +25,7 @@ def main(argv: list[str] | None = None) -> None:
     args = ap.parse_args(argv)
     p = load_section("gan", args.params)
     cfg = GanConfig.from_params(p)
-    names = p["targets"]
-    if not isinstance(names, list) or not names or not all(isinstance(n, str) for n in names):
-        raise ParamsError(f"{args.params}: 'gan.targets' must be a non-empty list of model names, got {names!r}")
+    names = p.names("targets")
     n_train, n_eval = p.typed("train_images", int), p.typed("eval_images", int)
     k_default = p.typed("k_default", float)
     set_threads()

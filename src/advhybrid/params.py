@@ -48,6 +48,15 @@ class Section(dict):
             )
         return value
 
+    def names(self, key: str) -> list[str]:
+        """`key` as a non-empty list of distinct names (model or target names)."""
+        value = self[key]
+        if (not isinstance(value, list) or not value or not all(isinstance(n, str) for n in value)
+                or len(set(value)) != len(value)):
+            raise ParamsError(f"{self.source}: '{self.name}.{key}' must be a non-empty list of distinct "
+                              f"names, got {value!r}")
+        return value
+
     def per_model(self, key: str, model: str, kind: type | tuple[type, ...]) -> Any:
         """`key` as one value for every model, or as a {model: value} mapping naming `model`."""
         value = self[key]

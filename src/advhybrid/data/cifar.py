@@ -12,7 +12,6 @@ until both splits are complete, so a caller that writes afterwards never writes 
 """
 from __future__ import annotations
 
-import hashlib
 import io
 import os
 import pickle
@@ -24,6 +23,8 @@ from typing import Iterable, Iterator
 import numpy as np
 from PIL import Image
 from tqdm import tqdm
+
+from advhybrid.io import file_digest
 
 CLASSES: tuple[str, ...] = (
     "airplane", "automobile", "bird", "cat", "deer",
@@ -76,12 +77,8 @@ def import_cifar(source: str, download_dir: str | os.PathLike) -> Splits:
 # --- official python archive -------------------------------------------------------------
 
 
-def md5_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
-    h = hashlib.md5()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(chunk), b""):
-            h.update(block)
-    return h.hexdigest()
+def md5_file(path: str | os.PathLike) -> str:
+    return file_digest(path, "md5")  # the checksum torchvision publishes for the archive
 
 
 def check_md5(path: Path, expected: str) -> None:
