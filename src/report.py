@@ -1,4 +1,5 @@
-"""Stage report: reports/results.md, our Tables 1 to 5 beside the paper's."""
+"""Stage report: reports/results.md, our Tables 1 to 5 beside the paper's, and metrics/goals.json,
+the scale's goals (params `report.goals`) checked against the measured figures."""
 from __future__ import annotations
 
 import argparse
@@ -7,8 +8,10 @@ from pathlib import Path
 
 import yaml
 
+from advhybrid.evaluation.goals import check_goals
 from advhybrid.evaluation.report import render
-from advhybrid.io import file_digest, save_text
+from advhybrid.io import file_digest, save_json, save_text
+from advhybrid.params import ParamsError, load_section
 
 METRICS = ["targets", "gan", "adversarial", "hybrid", "validation", "eval_mixed"]
 DATA = ["data/hybrid/train.npz", "data/hybrid/val.npz", "data/hybrid/test.npz"]
@@ -26,12 +29,19 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--params", default="params.yaml")
     ap.add_argument("--out", default="reports/results.md")
+    ap.add_argument("--goals-out", default="metrics/goals.json")
     args = ap.parse_args()
+    goal_params = load_section("report", args.params)["goals"]
     # The report is the one stage that reads every params section: it prints them all.
     params = yaml.safe_load(Path(args.params).read_text())
     m = {k: json.loads(Path(f"metrics/{k}.json").read_text()) for k in METRICS}
     m["train"] = {n: json.loads(Path(f"metrics/train/{n}.json").read_text()) for n in params["train"]["models"]}
-    save_text(args.out, render(m, params, {p: file_digest(p, "md5") for p in DATA}, command(params)))
+    try:
+        goals = check_goals(m, {k: goal_params.typed(k, float) for k in goal_params})
+    except KeyError as e:
+        raise ParamsError(f"{args.params}: 'report.goals': {e.args[0]}") from None
+    save_json(args.goals_out, goals)
+    save_text(args.out, render(m, params, {p: file_digest(p, "md5") for p in DATA}, command(params), goals))
     print(f"wrote {args.out}")
 
 

@@ -121,7 +121,10 @@ def reference_k_search(target, G, images, labels, grid):
     return out
 
 
-def test_k_search_returns_the_smallest_successful_k_and_skips_misclassified_images():
+def test_k_search_returns_the_smallest_successful_k_and_skips_misclassified_images(monkeypatch):
+    # bf16 autocast on (as on CPUs with native bf16 and on CUDA): the k search must still decide
+    # each label in fp32, like the per-image fp32 reference below.
+    monkeypatch.setenv("ADVHYBRID_CPU_BF16", "1")
     target = tiny_target()
     torch.manual_seed(1)
     G = Generator(eps=0.5, width=4, n_res=1).eval()

@@ -7,6 +7,7 @@ from sklearn.metrics import precision_score, recall_score
 
 from advhybrid.evaluation.metrics import accuracy_by_kind, classification_metrics, interval
 from advhybrid.evaluation.mixed import draw_mixed, mixed_eval
+from advhybrid.evaluation.goals import check_goals
 from advhybrid.evaluation.report import PAPER_MIXED, PAPER_NAMES, render
 
 
@@ -89,3 +90,43 @@ def test_report_has_every_model_every_ratio_and_the_papers_numbers():
         assert text.count(f"| {name} |") >= 5  # Table 2, Tables 3-5, whole test split
     assert "99.94" in text and "96.4" in text  # the paper's ResNet-50 figures, marked as the paper's
     assert "dvc exp run -S scale=smoke" in text and "abc" in text
+
+
+GOALS = {"target_clean_acc": 0.8, "gan_untargeted": 0.85, "gan_targeted": 0.7, "defended_hybrid_acc": 0.8}
+
+
+def goal_metrics() -> dict:
+    m = fake_metrics()
+    m["targets"] = {"resnet56": {"test_acc": 0.85}, "vgg19bn": {"test_acc": 0.79}}
+    m["gan"] = {"resnet56": {"untargeted_success": 0.9, "targeted_success": 0.75},
+                "vgg19bn": {"untargeted_success": None, "targeted_success": None}}
+    return m
+
+
+def test_a_goal_is_missed_when_the_worst_model_misses_it_and_names_that_model():
+    g = check_goals(goal_metrics(), GOALS)
+    assert g["target_clean_acc"]["met"] is False
+    assert (g["target_clean_acc"]["worst"], g["target_clean_acc"]["worst_model"]) == (0.79, "vgg19bn")
+    assert g["defended_hybrid_acc"]["met"] is True  # every defended model at 0.9
+    assert g["defended_hybrid_acc"]["real"]["resnet50"] == 0.9
+    assert g["defended_hybrid_acc"]["adversarial"]["resnet50"] == 0.8
+
+
+def test_a_target_with_nothing_attacked_counts_as_a_missed_gan_goal():
+    g = check_goals(goal_metrics(), GOALS)
+    assert g["gan_untargeted"]["met"] is False and g["gan_untargeted"]["worst_model"] == "vgg19bn"
+
+
+def test_an_unknown_goal_is_refused_naming_the_known_ones():
+    with pytest.raises(KeyError, match="unknown goal 'speed'.*target_clean_acc"):
+        check_goals(goal_metrics(), {"speed": 1.0})
+
+
+def test_report_puts_the_goals_first_with_their_status_and_the_papers_figure():
+    m = goal_metrics()
+    text = render(m, {"scale_info": {"name": "reference"}}, {}, "dvc exp run -S scale=reference",
+                  check_goals(m, GOALS))
+    section = text.split("## Goals for this scale")[1].split("\n## ")[0]
+    assert "| target_clean_acc | ≥ 80 | **missed** | 79.0 (vgg19bn) |" in section
+    assert "| defended_hybrid_acc | ≥ 80 | met |" in section
+    assert "VGG19_bn 91.91" in section  # the paper's clean accuracy beside ours

@@ -14,28 +14,41 @@ def load(name: str) -> dict:
     return json.loads(Path(f"metrics/{name}.json").read_text())
 
 
+def per_model(value, name: str):
+    """A params value given once for all models or as a {model: value} mapping."""
+    return value[name] if isinstance(value, dict) else value
+
+
 def main() -> None:
     params = yaml.safe_load(Path("params.yaml").read_text())
     t, g, a, h = load("targets"), load("gan"), load("adversarial"), load("hybrid")
     print(f"Scale `{params['scale_info']['name']}` ({params['scale_info']['description']}).\n")
-    print("| target | params | clean test acc | GAN untargeted @k=1 | GAN targeted @k=1 | k-search success "
+    print("| target | width | params | clean test acc | GAN untargeted @k=1 | GAN targeted @k=1 | k-search success "
           "| targeted share | mean k | mean Linf (/255) | mean SSIM | AEs kept / attacked |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for n in t:
-        print(f"| {n} | {t[n]['params']:,} | {100 * t[n]['test_acc']:.2f}% | {100 * g[n]['untargeted_success']:.1f}% "
+        print(f"| {n} | {per_model(params['targets']['width'], n):g} | {t[n]['params']:,} | {100 * t[n]['test_acc']:.2f}% | {100 * g[n]['untargeted_success']:.1f}% "
               f"| {100 * g[n]['targeted_success']:.1f}% | {100 * a[n]['success_rate']:.1f}% "
               f"| {100 * a[n]['targeted_rate']:.1f}% | {a[n]['mean_k']:.3f} | {255 * a[n]['mean_linf']:.2f} "
               f"| {a[n]['mean_ssim']:.4f} | {a[n]['n_success']:,} / {a[n]['n_attacked']:,} |")
     print("\nHybrid CIFAR-10 (metrics/hybrid.json): "
           + ", ".join(f"{s} {v['real']:,} real + {v['adversarial']:,} AEs" for s, v in h["splits"].items())
           + f"; {h['pool']['adversarial_images']:,} AEs from {h['pool']['sources']:,} source images available.")
-    print("\n| defended model | params | epochs | loss | train acc | val acc | test acc | precision | recall | test real | test AEs |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    print("\n| defended model | width | params | epochs | loss | train acc | val acc | test acc | precision | recall | test real | test AEs |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for n in params["train"]["models"]:
         m = json.loads(Path(f"metrics/train/{n}.json").read_text())
-        print(f"| {n} | {m['params']:,} | {m['epochs']} | {m['loss']:.4f} | {100 * m['train_acc']:.2f}% | {100 * m['val_acc']:.2f}% "
+        print(f"| {n} | {per_model(params['train']['width'], n):g} | {m['params']:,} | {m['epochs']} | {m['loss']:.4f} | {100 * m['train_acc']:.2f}% | {100 * m['val_acc']:.2f}% "
               f"| {100 * m['test_acc']:.2f}% | {100 * m['precision']:.2f}% | {100 * m['recall']:.2f}% "
               f"| {100 * m['test_acc_real']:.2f}% | {100 * m['test_acc_adv']:.2f}% |")
+    if Path("metrics/goals.json").is_file():
+        print("\nGoals (metrics/goals.json; each must hold for the worst model):\n")
+        print("| goal | target | worst (model) | status |")
+        print("|---|---|---|---|")
+        for name, goal in load("goals").items():
+            worst = "n/a" if goal["worst"] is None else f"{100 * goal['worst']:.1f}%"
+            print(f"| {name} | ≥ {100 * goal['goal']:.0f}% | {worst} ({goal['worst_model']}) | "
+                  f"{'met' if goal['met'] else 'missed'} |")
     em = load("eval_mixed")
     print(f"\nMixed draws ({em['n_images']} images, {em['draws']} draws; mean [95% interval]):\n")
     ratios = [k for k in next(iter(em["models"].values())) if k.startswith("real")]

@@ -44,13 +44,40 @@ def _table(header: list[str], rows: list[list[Any]]) -> str:
     return "\n".join(lines)
 
 
-def render(m: dict[str, Any], params: dict[str, Any], hashes: dict[str, str], command: str) -> str:
-    """`m` holds the parsed metrics files: targets, gan, adversarial, hybrid, validation, train, eval_mixed."""
+def _paper_for_goal(name: str) -> str:
+    if name == "target_clean_acc":
+        return ", ".join(f"{PAPER_NAMES[n]} {v}" for n, v in PAPER_TARGETS.items()) + " (II-D)"
+    if name == "defended_hybrid_acc":
+        return ", ".join(f"{PAPER_NAMES[n]} {v[3]}" for n, v in PAPER_TABLE2.items()) + " (Table 2)"
+    return "— (the paper gives no success rate)"
+
+
+def goals_section(goals: dict[str, dict[str, Any]]) -> list[str]:
+    rows = []
+    for name, g in goals.items():
+        ours = ", ".join(f"{PAPER_NAMES.get(n, n)} {pct(v, 1)}" for n, v in g["by_model"].items())
+        if "real" in g:
+            ours += " (real / AEs: " + ", ".join(
+                f"{pct(g['real'][n], 1)} / {pct(g['adversarial'][n], 1)}" for n in g["by_model"]) + ")"
+        rows.append([name, f"≥ {pct(g['goal'], 0)}", "met" if g["met"] else "**missed**",
+                     f"{pct(g['worst'], 1)} ({g['worst_model']})", ours, _paper_for_goal(name)])
+    return ["## Goals for this scale (metrics/goals.json)", "",
+            "Each goal holds for the worst model, not the mean; GAN success is over the test images "
+            "the target classifies correctly, at k = 1 (L∞ ≤ 8/255).", "",
+            _table(["goal", "target", "status", "worst (model)", "ours, per model (%)", "paper (%)"], rows), ""]
+
+
+def render(m: dict[str, Any], params: dict[str, Any], hashes: dict[str, str], command: str,
+           goals: dict[str, dict[str, Any]] | None = None) -> str:
+    """`m` holds the parsed metrics files: targets, gan, adversarial, hybrid, validation, train, eval_mixed;
+    `goals` what `evaluation.goals.check_goals` made of them."""
     out = ["# Results: Hybrid CIFAR-10, ours beside the paper's", "",
            f"Produced by `{command}` (scale `{params.get('scale_info', {}).get('name', '?')}`: "
            f"{params.get('scale_info', {}).get('description', '')}). "
            "Columns marked *paper* are copied from Truong Phi Ho et al. (2024); all others are measured "
            "by this pipeline. Regenerate with `dvc repro report`.", ""]
+    if goals:
+        out += goals_section(goals)
 
     t = m.get("targets", {})
     out += ["## Target models (clean CIFAR-10 test accuracy, %)", "",
