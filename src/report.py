@@ -8,7 +8,7 @@ from pathlib import Path
 
 import yaml
 
-from advhybrid.evaluation.goals import check_goals
+from advhybrid.evaluation.goals import GOALS, check_goals
 from advhybrid.evaluation.report import render
 from advhybrid.io import file_digest, save_json, save_text
 from advhybrid.params import ParamsError, load_section
@@ -32,14 +32,14 @@ def main() -> None:
     ap.add_argument("--goals-out", default="metrics/goals.json")
     args = ap.parse_args()
     goal_params = load_section("report", args.params)["goals"]
+    unknown = sorted(set(goal_params) - set(GOALS))
+    if unknown:  # before any metrics are read: a typo fails at once, and a KeyError later is the metrics'
+        raise ParamsError(f"{args.params}: 'report.goals' has unknown goals {unknown}; known: {', '.join(GOALS)}")
     # The report is the one stage that reads every params section: it prints them all.
     params = yaml.safe_load(Path(args.params).read_text())
     m = {k: json.loads(Path(f"metrics/{k}.json").read_text()) for k in METRICS}
     m["train"] = {n: json.loads(Path(f"metrics/train/{n}.json").read_text()) for n in params["train"]["models"]}
-    try:
-        goals = check_goals(m, {k: goal_params.typed(k, float) for k in goal_params})
-    except KeyError as e:
-        raise ParamsError(f"{args.params}: 'report.goals': {e.args[0]}") from None
+    goals = check_goals(m, {k: goal_params.typed(k, float) for k in goal_params})
     save_json(args.goals_out, goals)
     save_text(args.out, render(m, params, {p: file_digest(p, "md5") for p in DATA}, command(params), goals))
     print(f"wrote {args.out}")

@@ -1,8 +1,12 @@
 """Metrics, the mixed draws of Tables 3-5, and the report that sets ours beside the paper's."""
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import numpy as np
 import pytest
+from conftest import REPO
 from sklearn.metrics import precision_score, recall_score
 
 from advhybrid.evaluation.metrics import accuracy_by_kind, classification_metrics, interval
@@ -130,3 +134,11 @@ def test_report_puts_the_goals_first_with_their_status_and_the_papers_figure():
     assert "| target_clean_acc | ≥ 80 | **missed** | 79.0 (vgg19bn) |" in section
     assert "| defended_hybrid_acc | ≥ 80 | met |" in section
     assert "VGG19_bn 91.91" in section  # the paper's clean accuracy beside ours
+
+
+def test_report_stage_refuses_an_unknown_goal_before_reading_any_metrics(tmp_path):
+    (tmp_path / "params.yaml").write_text("report:\n  goals:\n    target_clean_acc: 0.8\n    speed: 1.0\n")
+    r = subprocess.run([sys.executable, str(REPO / "src" / "report.py")], cwd=tmp_path, capture_output=True, text=True)
+    assert r.returncode != 0
+    assert "params.yaml: 'report.goals' has unknown goals ['speed']; known: target_clean_acc" in r.stderr
+    assert not (tmp_path / "metrics").exists() and not (tmp_path / "reports").exists()
