@@ -9,14 +9,11 @@ from pathlib import Path
 
 import yaml
 
+from advhybrid.params import Section
+
 
 def load(name: str) -> dict:
     return json.loads(Path(f"metrics/{name}.json").read_text())
-
-
-def per_model(value, name: str):
-    """A params value given once for all models or as a {model: value} mapping."""
-    return value[name] if isinstance(value, dict) else value
 
 
 def main() -> None:
@@ -27,7 +24,7 @@ def main() -> None:
           "| targeted share | mean k | mean Linf (/255) | mean SSIM | AEs kept / attacked |")
     print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for n in t:
-        print(f"| {n} | {per_model(params['targets']['width'], n):g} | {t[n]['params']:,} | {100 * t[n]['test_acc']:.2f}% | {100 * g[n]['untargeted_success']:.1f}% "
+        print(f"| {n} | {Section(params['targets'], 'targets', 'params.yaml').per_model('width', n, float):g} | {t[n]['params']:,} | {100 * t[n]['test_acc']:.2f}% | {100 * g[n]['untargeted_success']:.1f}% "
               f"| {100 * g[n]['targeted_success']:.1f}% | {100 * a[n]['success_rate']:.1f}% "
               f"| {100 * a[n]['targeted_rate']:.1f}% | {a[n]['mean_k']:.3f} | {255 * a[n]['mean_linf']:.2f} "
               f"| {a[n]['mean_ssim']:.4f} | {a[n]['n_success']:,} / {a[n]['n_attacked']:,} |")
@@ -38,7 +35,7 @@ def main() -> None:
     print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for n in params["train"]["models"]:
         m = json.loads(Path(f"metrics/train/{n}.json").read_text())
-        print(f"| {n} | {per_model(params['train']['width'], n):g} | {m['params']:,} | {m['epochs']} | {m['loss']:.4f} | {100 * m['train_acc']:.2f}% | {100 * m['val_acc']:.2f}% "
+        print(f"| {n} | {Section(params['train'], 'train', 'params.yaml').per_model('width', n, float):g} | {m['params']:,} | {m['epochs']} | {m['loss']:.4f} | {100 * m['train_acc']:.2f}% | {100 * m['val_acc']:.2f}% "
               f"| {100 * m['test_acc']:.2f}% | {100 * m['precision']:.2f}% | {100 * m['recall']:.2f}% "
               f"| {100 * m['test_acc_real']:.2f}% | {100 * m['test_acc_adv']:.2f}% |")
     if Path("metrics/goals.json").is_file():

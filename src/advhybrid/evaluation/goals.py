@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
-# goal name -> (what it measures, metrics file and key it reads)
+# goal name -> what it measures, and the metrics file and key it reads
 GOALS = {
     "target_clean_acc": "every target: clean CIFAR-10 test accuracy (metrics/targets.json test_acc)",
     "gan_untargeted": "every target: GAN success at k = 1, label changed (metrics/gan.json untargeted_success)",
