@@ -1,8 +1,9 @@
 """Stage generate_adversarial: the k search of paper II-B with each target's generator.
 
-For every target, the smallest k on the grid that changes its label, over a class-stratified
-subset of adversarial.train_images / test_images CIFAR-10 images (all of them at 50000 / 10000;
-the raw splits are stored class by class, so a plain "first N" would attack one class only).
+For every target, the smallest k on the grid that changes its label, over its own slice of
+CIFAR-10: adversarial.train_images / test_images images per target, class-stratified and
+disjoint from every other target's slice (five targets x 10000 / 2000 cover every image), so no
+source is attacked twice and the Hybrid pool gets as many distinct sources as the budget allows.
 Only successes are stored, in data/adversarial/<target>.npz. Also metrics/adversarial.json,
 plots/adversarial/k_hist.csv and plots/adversarial/examples.png.
 """
@@ -15,7 +16,7 @@ import numpy as np
 from advhybrid.attacks.advgan import load_generator, load_target
 from advhybrid.attacks.ksearch import k_grid, run_k_search
 from advhybrid.attacks.quality import image_quality
-from advhybrid.data.subset import stratified_subset
+from advhybrid.data.subset import disjoint_stratified_slices
 from advhybrid.device import pick_device, set_threads
 from advhybrid.io import atomic_path, check_images, load_npz, save_csv, save_json, save_npz
 from advhybrid.params import ParamsError, load_section
@@ -24,10 +25,11 @@ SPLITS = ("train", "test")  # source_split 0, 1
 N_EXAMPLES = 3  # images per target in examples.png
 
 
-def _count(p, key: str, available: int, path: str) -> int:
+def _count(p, key: str, available: int, n_targets: int, path: str) -> int:
     n = p.typed(key, int)
-    if not 0 < n <= available:
-        raise ParamsError(f"{p.source}: 'adversarial.{key}'={n} must be in 1..{available} (images in {path})")
+    if not 0 < n * n_targets <= available:
+        raise ParamsError(f"{p.source}: 'adversarial.{key}'={n} per target must be in 1..{available // n_targets} "
+                          f"({n_targets} targets attack disjoint slices of the {available} images in {path})")
     return n
 
 
@@ -92,10 +94,13 @@ def main(argv: list[str] | None = None) -> None:
     for s in SPLITS:
         check_images(f"{args.data}/{s}.npz", data[s]["images"])
     seed = p.typed("seed", int)
-    subsets = {}
+    slices = {}  # slices[split][i]: the images target i attacks
     for s in SPLITS:
-        n = _count(p, f"{s}_images", len(data[s]["images"]), f"{args.data}/{s}.npz")
-        subsets[s] = stratified_subset(data[s]["labels"], n, seed)
+        n = _count(p, f"{s}_images", len(data[s]["images"]), len(names), f"{args.data}/{s}.npz")
+        try:
+            slices[s] = disjoint_stratified_slices(data[s]["labels"], n, len(names), seed)
+        except ValueError as e:
+            raise ParamsError(f"{p.source}: 'adversarial.{s}_images'={n}: {e} ({args.data}/{s}.npz)") from None
     attackers = {}
     for name in names:
         target, sha = load_target(f"models/targets/{name}.pt", name)
@@ -103,10 +108,10 @@ def main(argv: list[str] | None = None) -> None:
         attackers[name] = (target, G)
 
     metrics, k_rows, examples = {}, [], {}
-    for name, (target, G) in attackers.items():
+    for i_target, (name, (target, G)) in enumerate(attackers.items()):
         parts, n_attacked = [], 0
         for split_id, s in enumerate(SPLITS):
-            idx = subsets[s]
+            idx = slices[s][i_target]
             r = run_k_search(target, G, data[s]["images"][idx], data[s]["labels"][idx], grid, device,
                              batch_size, desc=f"k search [{name}/{s}]")
             source_index = idx[r.index]
@@ -121,7 +126,7 @@ def main(argv: list[str] | None = None) -> None:
         res = {key: np.concatenate([part[key] for part in parts]) for key in parts[0]}
         save_npz(f"data/adversarial/{name}.npz", **res)
 
-        metrics[name] = _summary(res, n_attacked, sum(len(i) for i in subsets.values()))
+        metrics[name] = _summary(res, n_attacked, sum(len(slices[s][i_target]) for s in SPLITS))
         hist = np.isclose(res["k"][:, None], grid[None, :], atol=1e-6).sum(0)
         k_rows += [{"target": name, "k": float(k), "count": int(c)} for k, c in zip(grid, hist)]
         pick = np.arange(min(N_EXAMPLES, len(res["k"])))

@@ -10,7 +10,7 @@ from advhybrid.evaluation.metrics import accuracy_by_kind, classification_metric
 from advhybrid.io import load_npz, save_csv, save_json
 from advhybrid.models import build_model, count_parameters, save_model
 from advhybrid.params import load_section
-from advhybrid.training import TrainConfig, fit, predict
+from advhybrid.training import TrainConfig, fit, predict, saved_epoch
 
 SPLIT_KEYS = ["images", "labels", "is_adv"]
 
@@ -31,19 +31,19 @@ def main() -> None:
 
     train, val, test = (load_npz(f"{args.data}/{s}.npz", SPLIT_KEYS) for s in ("train", "val", "test"))
     t0 = time.perf_counter()
-    model = build_model(args.model, num_classes=10, width=width)
+    model = build_model(args.model, num_classes=10, width=width, seed=cfg.seed)
     model, history = fit(model, (train["images"], train["labels"]), (val["images"], val["labels"]), cfg,
                          device, checkpoint=f"checkpoints/train/{args.model}.pt", name=args.model)
     pred = predict(model, test["images"], device).argmax(1).numpy()
     scores = classification_metrics(test["labels"], pred)
     by_kind = accuracy_by_kind(test["labels"], pred, test["is_adv"])
-    best = max(history, key=lambda r: r["val_acc"])
+    best = saved_epoch(history)  # Table 2 describes the saved weights, not the last epoch
     save_model(f"models/defended/{args.model}.pt", model, args.model, 10, width, best_epoch=best["epoch"])
     save_json(f"metrics/train/{args.model}.json", {
         "epochs": len(history),
         "best_epoch": best["epoch"],
-        "loss": history[-1]["train_loss"],
-        "train_acc": history[-1]["train_acc"],
+        "loss": best["train_loss"],
+        "train_acc": best["train_acc"],
         "val_acc": best["val_acc"],
         "test_acc": scores["accuracy"],
         "precision": scores["precision"],

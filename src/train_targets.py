@@ -34,7 +34,7 @@ def main() -> None:
     for name in p["models"]:
         t0 = time.perf_counter()
         width = p.per_model("width", name, float)
-        model = build_model(name, num_classes=10, width=width)
+        model = build_model(name, num_classes=10, width=width, seed=cfg.seed)
         # The test split only draws the curves here; the last epoch's weights are kept.
         model, history = fit(model, (x, y), (xt, yt), cfg, device,
                              checkpoint=f"checkpoints/train_targets/{name}.pt", name=name, select_best=False)

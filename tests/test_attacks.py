@@ -15,10 +15,11 @@ from torch import nn
 
 from advhybrid.attacks import advgan
 from advhybrid.attacks.advgan import (
-    GanConfig, Generator, GeneratorMismatchError, apply_perturbation, load_generator, margin_loss,
-    second_class, train_generator,
+    GanConfig, Generator, GeneratorMismatchError, apply_perturbation, attack_loss, load_generator, margin_loss,
+    second_class, train_generator, untargeted_margin_loss,
 )
-from advhybrid.attacks.ksearch import KGridError, k_grid, k_search_batch, run_k_search
+from advhybrid.attacks.ksearch import KGridError, evaluate_at_k, k_grid, k_search_batch, run_k_search
+from advhybrid.data.subset import disjoint_stratified_slices
 from advhybrid.attacks.quality import image_quality, ssim
 from advhybrid.data.subset import stratified_subset
 from advhybrid.device import to_float
@@ -42,7 +43,8 @@ def own_labels(model: nn.Module, images: np.ndarray) -> np.ndarray:
     return model(to_float(torch.as_tensor(images))).argmax(1).numpy()
 
 
-TINY = GanConfig(eps=16 / 255, gen_width=4, gen_res_blocks=1, disc_width=4, epochs=2, batch_size=16, log_every=1)
+TINY = GanConfig(eps=16 / 255, gen_width=4, gen_res_blocks=1, disc_width=4, epochs=2, batch_size=16, log_every=1,
+                 schedule="constant")
 
 
 # ----------------------------------------------------------------------------- generator, t
@@ -54,9 +56,29 @@ def test_generator_output_never_exceeds_eps_even_when_saturated():
         for p in G.parameters():
             p.mul_(50)  # push tanh deep into saturation
     x = torch.rand(8, 3, 32, 32)
-    delta = G(x)
+    delta = G(x, torch.arange(8))
     assert delta.abs().max() <= 8 / 255 + 1e-7
     assert delta.abs().max() > 7.5 / 255  # saturated, so the bound is what stopped it
+
+
+@pytest.mark.parametrize("output", ["tanh", "hardtanh"])
+def test_generator_is_conditioned_on_the_target_label(output):
+    torch.manual_seed(0)
+    G = Generator(eps=8 / 255, width=4, n_res=1, output=output).eval()
+    x = torch.rand(1, 3, 32, 32).repeat(10, 1, 1, 1)
+    with torch.no_grad():
+        delta = G(x, torch.arange(10))  # one image, ten target labels
+    assert delta.abs().max() <= 8 / 255 + 1e-7
+    assert len({d.sum().item() for d in delta}) == 10, "t must change the perturbation"
+    with pytest.raises(ValueError, match=r"G\(x, t\)"):
+        G(x)
+
+
+def test_unconditioned_generator_ignores_t():
+    G = Generator(eps=8 / 255, width=4, n_res=1, num_classes=0).eval()
+    x = torch.rand(1, 3, 32, 32).repeat(3, 1, 1, 1)
+    with torch.no_grad():
+        assert torch.equal(G(x, torch.arange(3)), G(x))
 
 
 def test_adversarial_image_stays_in_unit_range():
@@ -79,6 +101,20 @@ def test_margin_loss_is_zero_once_t_leads_by_kappa():
     t = torch.tensor([1, 1])
     # Row 0: t leads by 4 >= kappa 2 -> clamped to -2. Row 1: others lead by 3 -> 3.
     assert margin_loss(logits, t, kappa=2.0).item() == pytest.approx((-2 + 3) / 2)
+
+
+def test_untargeted_margin_is_zero_once_a_wrong_class_leads_by_kappa():
+    logits = torch.tensor([[0.0, 5.0, 1.0], [3.0, 0.0, 1.0]])
+    y = torch.tensor([0, 0])
+    # Row 0: class 1 leads the true class by 5 >= kappa 2 -> -2. Row 1: y leads by 2 -> 2.
+    assert untargeted_margin_loss(logits, y, kappa=2.0).item() == pytest.approx((-2 + 2) / 2)
+
+
+def test_attack_objective_both_is_the_sum_of_the_two_margins():
+    logits, y, t = torch.randn(16, 10), torch.randint(0, 10, (16,)), torch.randint(0, 10, (16,))
+    both = attack_loss(logits, y, t, "both", 5.0)
+    parts = attack_loss(logits, y, t, "targeted", 5.0) + attack_loss(logits, y, t, "untargeted", 5.0)
+    assert both.item() == pytest.approx(parts.item())
 
 
 # ----------------------------------------------------------------------------- k grid and search
@@ -109,9 +145,10 @@ def reference_k_search(target, G, images, labels, grid):
     out = {}
     for i in range(len(images)):
         x = torch.as_tensor(images[i : i + 1]).permute(0, 3, 1, 2).float() / 255
-        if target(x).argmax(1).item() != labels[i]:
+        logits = target(x)
+        if logits.argmax(1).item() != labels[i]:
             continue  # misclassified: not attacked
-        d = G(x)
+        d = G(x, second_class(logits))
         for k in grid:
             xa = torch.round(torch.clamp(x + float(k) * d, 0, 1) * 255) / 255
             p = target(xa).argmax(1).item()
@@ -207,7 +244,7 @@ def test_short_training_lowers_the_adversarial_loss():
     G, history = train_generator(target, images, labels, replace(TINY, epochs=4, w_adv=10.0), CPU)
     adv = [row["g_adv"] for row in history]
     assert np.mean(adv[-4:]) < np.mean(adv[:4]) - 1e-3
-    assert {"step", "epoch", "d_loss", "g_gan", "g_adv", "g_hinge"} <= set(history[0])
+    assert {"step", "epoch", "lr_g", "d_loss", "g_gan", "g_adv", "g_hinge"} <= set(history[0])
     assert not G.training
 
 
@@ -246,6 +283,61 @@ def test_training_resumes_from_its_checkpoint_and_ignores_one_from_another_confi
     assert "ignoring" in capsys.readouterr().out
 
 
+def test_one_cycle_run_is_not_resumed_with_more_epochs(tmp_path, capsys):
+    # The one-cycle schedule spans the whole run: two epochs of a 3-epoch run are not the first
+    # two of a 2-epoch run, so the key must include epochs there (and only there).
+    target = tiny_target()
+    images, _ = synthetic_cifar(2, seed=6)
+    labels = own_labels(target, images)
+    ckpt = tmp_path / "ckpt.pt"
+    cyc = replace(TINY, schedule="onecycle")
+    _, hist = train_generator(target, images, labels, cyc, CPU, checkpoint=ckpt)
+    lrs = [row["lr_g"] for row in hist]
+    assert max(lrs) <= cyc.lr_g and lrs[-1] < 0.01 * cyc.lr_g  # annealed to the end of the cycle
+    capsys.readouterr()
+    train_generator(target, images, labels, replace(cyc, epochs=3), CPU, checkpoint=ckpt)
+    assert "ignoring" in capsys.readouterr().out
+
+
+def test_perturbation_cosine_is_one_for_a_universal_pattern_and_the_pairwise_mean_otherwise():
+    target = tiny_target()
+    images, _ = synthetic_cifar(2, seed=7)
+    labels = own_labels(target, images)
+
+    class Universal(nn.Module):
+        def forward(self, x, t=None):
+            return torch.full_like(x, 0.01)
+
+    assert evaluate_at_k(target, Universal(), images, labels, 1.0, CPU)["perturbation_cosine"] == pytest.approx(1.0)
+    torch.manual_seed(0)
+    G = Generator(eps=0.5, width=4, n_res=1).eval()
+    m = evaluate_at_k(target, G, images, labels, 1.0, CPU, batch_size=7)
+    with torch.no_grad():
+        x = to_float(torch.as_tensor(images))
+        u = torch.nn.functional.normalize(G(x, second_class(target(x))).flatten(1).double(), dim=1)
+    n = len(u)
+    brute = ((u @ u.T).sum() - n) / (n * (n - 1))
+    assert m["perturbation_cosine"] == pytest.approx(brute.item(), abs=1e-5)
+
+
+@pytest.mark.parametrize("key,value", [("objective", "sideways"), ("schedule", "cosine"), ("output", "sigmoid")])
+def test_gan_config_rejects_unknown_choices_naming_the_key(tmp_path, key, value):
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump({"gan": gan_params(**{key: value})}))
+    with pytest.raises(Exception, match=f"gan.{key}' must be one of"):
+        GanConfig.from_params(load_section("gan", tmp_path / "params.yaml"))
+
+
+def test_disjoint_slices_are_disjoint_stratified_and_cover_everything_when_they_fill_the_split():
+    labels = np.repeat(np.arange(10), 12)
+    slices = disjoint_stratified_slices(labels, 20, 6, seed=3)
+    assert len(slices) == 6 and all(len(s) == 20 for s in slices)
+    assert all((np.bincount(labels[s], minlength=10) == 2).all() for s in slices)
+    assert len(np.unique(np.concatenate(slices))) == 120
+    assert not np.array_equal(slices[0], disjoint_stratified_slices(labels, 20, 6, seed=4)[0])
+    with pytest.raises(ValueError, match="need 140 items"):
+        disjoint_stratified_slices(labels, 20, 7, seed=3)
+
+
 def test_gan_config_rejects_unknown_gan_loss(tmp_path):
     (tmp_path / "params.yaml").write_text(yaml.safe_dump({"gan": gan_params(gan_loss="wgan")}))
     with pytest.raises(Exception, match="gan.gan_loss"):
@@ -259,15 +351,16 @@ TARGETS = ["vgg19bn", "mobilenetv2"]
 
 
 def gan_params(**over) -> dict:
-    p = dict(targets=TARGETS, train_images=30, eval_images=20, k_default=1.0, eps_255=32,
-             gen_width=4, gen_res_blocks=1, disc_width=4, gan_loss="lsgan", epochs=1, batch_size=20,
-             lr_g=1e-3, lr_d=1e-3, beta1=0.5, beta2=0.999, w_gan=1.0, w_adv=10.0, w_hinge=1.0,
-             kappa=0.0, hinge_bound=1.0, log_every=1, seed=0)
+    p = dict(targets=TARGETS, train_images=30, eval_images=20, k_default=1.0, eps_255=32, conditional=True,
+             output="tanh", gen_width=4, gen_res_blocks=1, disc_width=4, gan_loss="lsgan", epochs=1,
+             batch_size=20, lr_g=1e-3, lr_d=1e-3, schedule="onecycle", beta1=0.5, beta2=0.999,
+             objective="both", w_gan=0.1, d_every=1, w_adv=1.0, w_hinge=0.0, kappa=10.0, hinge_bound=1.74,
+             log_every=1, seed=0)
     return p | over
 
 
 def adv_params(**over) -> dict:
-    p = dict(targets=TARGETS, k_min=0.25, k_max=1.0, k_step=0.25, train_images=30, test_images=20,
+    p = dict(targets=TARGETS, k_min=0.25, k_max=1.0, k_step=0.25, train_images=10, test_images=10,
              batch_size=16, seed=0)
     return p | over
 
@@ -330,12 +423,18 @@ def ws(workspace, tmp_path, monkeypatch) -> Path:
     return dst
 
 
-def n_correct(name: str, split: str, n: int) -> int:
-    """Images of the stages' n-image subset of `split` that `name` gets right (cwd = workspace)."""
+def attack_slice(split: str, n: int, i_target: int) -> np.ndarray:
+    """The images generate_adversarial attacks with target number `i_target` (cwd = workspace)."""
+    labels = load_npz(f"data/raw/cifar10/{split}.npz")["labels"]
+    return disjoint_stratified_slices(labels, n, len(TARGETS), seed=0)[i_target]
+
+
+def n_correct(name: str, split: str, n: int, idx: np.ndarray | None = None) -> int:
+    """Images of the stages' n-image subset of `split` (or of `idx`) that `name` gets right."""
     from advhybrid.models import load_model
 
     raw = load_npz(f"data/raw/cifar10/{split}.npz")
-    idx = stratified_subset(raw["labels"], n, seed=0)
+    idx = stratified_subset(raw["labels"], n, seed=0) if idx is None else idx
     model, _ = load_model(f"models/targets/{name}.pt")
     return int((own_labels(model, raw["images"][idx]) == raw["labels"][idx]).sum())
 
@@ -353,7 +452,7 @@ def test_train_gan_writes_generators_bound_to_their_target_metrics_and_curves(ws
         G, state = load_generator(f"models/gan/{name}.pt", name, None)
         assert state["target"] == name and len(state["target_sha256"]) == 64
         header = (ws / f"plots/gan/{name}.csv").read_text().splitlines()[0]
-        assert header == "step,epoch,d_loss,g_gan,g_adv,g_hinge"
+        assert header == "step,epoch,lr_g,d_loss,g_gan,g_adv,g_hinge"
 
 
 def test_generate_adversarial_stores_only_successes_that_still_fool_the_target(ws):
@@ -373,12 +472,16 @@ def test_generate_adversarial_stores_only_successes_that_still_fool_the_target(w
                           adv["labels"][adv["source_split"] == 0])
     linf = np.abs(adv["images"].astype(int) - src.astype(int)).max(axis=(1, 2, 3)) / 255
     assert np.allclose(linf, adv["linf"], atol=1e-6) and (linf <= adv["k"] * 32 / 255 + 0.5 / 255 + 1e-6).all()
-    subset = stratified_subset(raw["train"]["labels"], 30, seed=0)
-    assert np.isin(adv["source_index"][adv["source_split"] == 0], subset).all()
+    assert np.isin(adv["source_index"][adv["source_split"] == 0], attack_slice("train", 10, 0)).all()
+    assert np.isin(adv["source_index"][adv["source_split"] == 1], attack_slice("test", 10, 0)).all()
+    other = load_npz("data/adversarial/mobilenetv2.npz", ["source_split", "source_index"])
+    ids = lambda a: set(zip(a["source_split"].tolist(), a["source_index"].tolist()))  # noqa: E731
+    assert not ids(adv) & ids(other), "each source is attacked by one target only"
 
     metrics = yaml.safe_load(Path("metrics/adversarial.json").read_text())
     m = metrics["vgg19bn"]
-    n_att = n_correct("vgg19bn", "train", 30) + n_correct("vgg19bn", "test", 20)
+    n_att = (n_correct("vgg19bn", "train", 10, attack_slice("train", 10, 0))
+             + n_correct("vgg19bn", "test", 10, attack_slice("test", 10, 0)))
     assert m["n_attacked"] == n_att and m["n_success"] == len(adv["k"])
     assert m["success_rate"] == pytest.approx(len(adv["k"]) / n_att)
     rows = Path("plots/adversarial/k_hist.csv").read_text().splitlines()
@@ -416,6 +519,13 @@ def test_generate_adversarial_refuses_a_generator_trained_against_an_older_targe
 
     save_model(ws / "models/targets/vgg19bn.pt", build_model("vgg19bn", 10, 0.0625), "vgg19bn", 10, 0.0625)
     with pytest.raises(GeneratorMismatchError, match="sha256"):
+        load_stage("generate_adversarial").main(["--device", "cpu"])
+    assert_nothing_written(ws, STAGE_OUTS)
+
+
+def test_generate_adversarial_refuses_slices_that_do_not_fit_naming_the_key(ws):
+    write_params(ws, train_images=50)  # 2 targets x 50 > 90 training images
+    with pytest.raises(Exception, match=r"adversarial.train_images'=50 per target must be in 1..45"):
         load_stage("generate_adversarial").main(["--device", "cpu"])
     assert_nothing_written(ws, STAGE_OUTS)
 

@@ -142,3 +142,16 @@ def test_report_stage_refuses_an_unknown_goal_before_reading_any_metrics(tmp_pat
     assert r.returncode != 0
     assert "params.yaml: 'report.goals' has unknown goals ['speed']; known: target_clean_acc" in r.stderr
     assert not (tmp_path / "metrics").exists() and not (tmp_path / "reports").exists()
+
+
+def test_hybrid_size_goal_is_checked_per_class_and_printed_as_a_count():
+    m = goal_metrics()
+    m["hybrid"] = {"splits": {"train": {"real": 3599, "adversarial": 3599,
+                                        "per_class": {"cat": {"real": 1499, "adversarial": 1499},
+                                                      "dog": {"real": 2100, "adversarial": 2100}}}}}
+    g = check_goals(m, {"hybrid_train_pairs_per_class": 1500})
+    entry = g["hybrid_train_pairs_per_class"]
+    assert (entry["met"], entry["worst"], entry["worst_model"]) == (False, 1499, "cat")
+    text = render(m, {"scale_info": {"name": "reference"}}, {}, "dvc exp run -S scale=reference", g)
+    assert "| hybrid_train_pairs_per_class | ≥ 1,500 | **missed** | 1,499 (cat) |" in text
+    assert "1,669 (automobile) to 2,439 (truck)" in text

@@ -122,7 +122,10 @@ def test_paper_scale_is_the_papers_recipe(tmp_path):
     assert (g["gen_width"], g["gen_res_blocks"], g["disc_width"], g["batch_size"], g["eps_255"]) == (32, 4, 32, 128, 8)
     assert (g["train_images"], g["epochs"]) == (50000, 60)
     a = p["adversarial"]
-    assert (a["k_min"], a["k_max"], a["k_step"], a["train_images"], a["test_images"]) == (0.1, 1.0, 0.1, 50000, 10000)
+    assert (a["k_min"], a["k_max"], a["k_step"]) == (0.1, 1.0, 0.1)
+    # per target, disjoint: the five targets attack every CIFAR-10 image once
+    assert (a["train_images"] * len(PAPER_TARGETS), a["test_images"] * len(PAPER_TARGETS)) == (50000, 10000)
+    assert g["conditional"] is True  # II-A: G takes x and the target label t
     h = p["hybrid"]
     assert (h["val_per_class"], h["test_per_class"], sum(h["train_cap_per_class"].values())) == (500, 500, 20756)
     assert (p["eval_mixed"]["n_images"], p["eval_mixed"]["adv_fractions"]) == (1000, [0.03, 0.05, 0.10])

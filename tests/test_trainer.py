@@ -132,3 +132,84 @@ def test_config_missing_key_names_file_and_key():
     del s["seed"]
     with pytest.raises(ParamsError, match=r"params.yaml: missing key 'train.seed'"):
         TrainConfig.from_section(s)
+
+
+def test_checkpoint_of_other_images_with_the_same_size_and_label_sum_is_not_resumed(tmp_path, capsys):
+    # Another seed's split has as many images and, often, the same label counts: the run key
+    # must see the images themselves.
+    x, y = data()
+    other = x.copy()
+    other[0] = 255 - other[0]
+    ckpt = tmp_path / "ckpt.pt"
+    cfg = TrainConfig(epochs=1, batch_size=32)
+    fit(tiny_model(), (x, y), None, cfg, CPU, checkpoint=ckpt)
+    fit(tiny_model(), (other, y), None, cfg, CPU, checkpoint=ckpt)
+    assert "another configuration" in capsys.readouterr().out
+
+
+def test_checkpoint_of_another_width_is_not_resumed(tmp_path, capsys):
+    from advhybrid.models import build_model
+
+    x, y = data(2)
+    ckpt = tmp_path / "ckpt.pt"
+    cfg = TrainConfig(epochs=1, batch_size=32)
+    fit(build_model("resnet56", 10, width=0.125, seed=0), (x, y), None, cfg, CPU, checkpoint=ckpt, name="m")
+    capsys.readouterr()
+    # Not a load_state_dict shape error: the wider net's run is a run of its own.
+    fit(build_model("resnet56", 10, width=0.25, seed=0), (x, y), None, cfg, CPU, checkpoint=ckpt, name="m")
+    assert "another configuration" in capsys.readouterr().out
+
+
+def test_model_seed_decides_the_initial_weights_and_leaves_the_global_rng_alone():
+    from advhybrid.models import build_model
+
+    torch.manual_seed(123)
+    before = torch.get_rng_state()
+    a = build_model("vgg19bn", 10, width=0.125, seed=1)
+    assert torch.equal(torch.get_rng_state(), before)
+    torch.manual_seed(999)  # the global RNG no longer matters
+    b = build_model("vgg19bn", 10, width=0.125, seed=1)
+    c = build_model("vgg19bn", 10, width=0.125, seed=2)
+    pa, pb, pc = (torch.cat([p.flatten() for p in m.parameters()]) for m in (a, b, c))
+    assert torch.equal(pa, pb) and not torch.equal(pa, pc)
+
+
+def test_stages_seed_the_model_initialisation_from_params():
+    # build_model runs before fit seeds anything, so the stages must pass the seed themselves.
+    from conftest import REPO
+
+    for script in ("train_targets.py", "train_defended.py"):
+        assert "seed=cfg.seed)" in (REPO / "src" / script).read_text(), script
+
+
+def test_table_2_row_is_the_epoch_whose_weights_are_kept():
+    from advhybrid.training import saved_epoch
+
+    hist = [{"epoch": 1, "val_acc": 0.5, "train_loss": 2.0}, {"epoch": 2, "val_acc": 0.7, "train_loss": 1.5},
+            {"epoch": 3, "val_acc": 0.7, "train_loss": 1.2}, {"epoch": 4, "val_acc": 0.6, "train_loss": 1.0}]
+    assert saved_epoch(hist)["epoch"] == 2  # fit keeps the first best (score > best)
+    assert saved_epoch(hist, select_best=False)["epoch"] == 4
+    x, y = data()
+    model, hist = fit(tiny_model(), (x, y), (x, y), TrainConfig(epochs=3, batch_size=32), CPU)
+    from advhybrid.training import evaluate
+    assert evaluate(model, x, y, CPU)["acc"] == pytest.approx(saved_epoch(hist)["val_acc"])
+
+
+def test_identical_weights_saved_twice_give_identical_files(tmp_path):
+    # torch.save writes the file's name into the zip: saving through a random temporary path
+    # gave equal weights a new md5 each time, and DVC reran everything downstream.
+    from advhybrid.io import file_digest, save_torch
+
+    state = tiny_model().state_dict()
+    save_torch(tmp_path / "a.pt", state)
+    first = file_digest(tmp_path / "a.pt")
+    save_torch(tmp_path / "a.pt", state)
+    assert file_digest(tmp_path / "a.pt") == first
+
+
+def test_corrupt_checkpoint_is_named_in_the_error(tmp_path):
+    x, y = data(1)
+    ckpt = tmp_path / "ckpt.pt"
+    ckpt.write_bytes(b"truncated")
+    with pytest.raises(ValueError, match=r"ckpt.pt: unreadable checkpoint"):
+        fit(tiny_model(), (x, y), None, TrainConfig(epochs=1, batch_size=32), CPU, checkpoint=ckpt)

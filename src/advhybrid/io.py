@@ -132,8 +132,37 @@ def _fmt(v: Any) -> str:
 def save_torch(path: str | os.PathLike, obj: Any) -> None:
     import torch
 
-    with atomic_path(path, suffix=".pt") as tmp:
-        torch.save(obj, tmp)
+    # Through a file object, not the temporary path: torch.save names the zip's inner folder
+    # after the file it is given, so a random temporary name would give identical weights a
+    # new md5 every time, and DVC would rerun every stage downstream.
+    with atomic_path(path, suffix=".pt") as tmp, open(tmp, "wb") as f:
+        torch.save(obj, f)
+
+
+def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
+    """A training checkpoint (ours: tensors, numbers, lists, dicts), always loaded to the CPU.
+
+    CPU first, then `load_state_dict` moves each tensor where its module or optimizer lives:
+    loading straight onto CUDA would leave Adam's `step` counters on the GPU, and every resumed
+    step would then synchronise on them. A corrupt file names itself.
+    """
+    import torch
+
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise ContractError(f"{path}: unreadable checkpoint ({type(e).__name__}: {e}); delete it to start "
+                            "that run afresh") from e
+    if not isinstance(state, dict):
+        raise ContractError(f"{path}: a checkpoint must hold a dict, found {type(state).__name__}")
+    return state
+
+
+def data_fingerprint(images: np.ndarray, labels: np.ndarray) -> str:
+    """Identifies a training set by content, so a checkpoint resumes only on the data it saw."""
+    h = hashlib.sha256(np.ascontiguousarray(images).data)
+    h.update(np.ascontiguousarray(labels, dtype=np.int64).data)
+    return h.hexdigest()[:16]
 
 
 def file_digest(path: str | os.PathLike, algorithm: str = "sha256") -> str:

@@ -1,12 +1,16 @@
-"""The GAN attack of section II-B: a generator maps a clean image to a bounded perturbation.
+"""The GAN attack of section II-B: a generator maps a clean image and a target label to a
+bounded perturbation.
 
-x_adv = clip(x + k * G(x), 0, 1)   (eq. 1), with ||G(x)||_inf <= eps by construction (eps * tanh).
+x_adv = clip(x + k * G(x, t), 0, 1)   (eq. 1), ||G(x, t)||_inf <= eps by construction.
+t is the target's second most likely class for x (the paper's target label, II-A: "G leverages
+a clean image x and a target class label t as inputs"); G sees t as ten one-hot planes.
 G is trained AdvGAN-style against one frozen target classifier C:
-  D learns clean -> 1, adversarial -> 0;
-  G minimises  w_gan * GAN(D(x_adv), 1)                        (look clean to D)
-             + w_adv * max(max_{j != t} C(x_adv)_j - C(x_adv)_t, -kappa)   (C-W margin toward t)
-             + w_hinge * max(0, ||G(x)||_2 - c)                 (keep the L2 energy under c)
-where t is the target's second most likely class for x (the paper's choice of target label).
+  D learns clean -> 1, adversarial -> 0 (updated every `d_every` generator steps);
+  G minimises  w_gan * GAN(D(x_adv), 1)                              (look clean to D)
+             + w_adv * attack margin (C-W, floored at -kappa)        (see `attack_loss`)
+             + w_hinge * max(0, ||G(x, t)||_2 - c)                   (keep the L2 energy under c)
+Why conditioning matters (docs/results.md, bench/gan_ablation.py): an unconditioned G learns
+one nearly image-independent pattern, which fools many images but cannot steer each to its own t.
 """
 from __future__ import annotations
 
@@ -24,7 +28,7 @@ from torch import nn
 from tqdm import tqdm
 
 from advhybrid.device import autocast, images_to_device, memory_format, to_float
-from advhybrid.io import save_torch, sha256_file
+from advhybrid.io import data_fingerprint, load_checkpoint, save_torch, sha256_file
 from advhybrid.params import ParamsError, Section
 
 
@@ -58,22 +62,46 @@ class ResBlock(nn.Module):
         return x + self.body(x)
 
 
-class Generator(nn.Module):
-    """Encoder (32 -> 8), residual bottleneck, decoder (8 -> 32); output in [-eps, eps]."""
+OUTPUTS = ("tanh", "hardtanh")
+NUM_CLASSES = 10
 
-    def __init__(self, eps: float = 8 / 255, width: int = 32, n_res: int = 4):
+
+class Generator(nn.Module):
+    """Encoder (32 -> 8), residual bottleneck, decoder (8 -> 32); output in [-eps, eps].
+
+    `num_classes` > 0 conditions G on the target label t (one-hot planes beside the image);
+    0 gives the unconditioned G(x) of the earlier recipe. `output` bounds the raw map:
+    eps * tanh (smooth) or eps * hardtanh (exactly eps once past 1, no vanishing gradient inside).
+    """
+
+    def __init__(self, eps: float = 8 / 255, width: int = 32, n_res: int = 4, num_classes: int = 10,
+                 output: str = "tanh"):
         super().__init__()
+        if output not in OUTPUTS:
+            raise ValueError(f"generator output must be one of {OUTPUTS}, got {output!r}")
         w = width
         self.eps, self.width, self.n_res = float(eps), width, n_res
+        self.num_classes, self.output = int(num_classes), output
         self.net = nn.Sequential(
-            *_conv(3, w), *_conv(w, 2 * w, 2), *_conv(2 * w, 4 * w, 2),
+            *_conv(3 + self.num_classes, w), *_conv(w, 2 * w, 2), *_conv(2 * w, 4 * w, 2),
             *[ResBlock(4 * w) for _ in range(n_res)],
             *_up(4 * w, 2 * w), *_up(2 * w, w),
             nn.Conv2d(w, 3, 3, 1, 1),
         )
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.eps * torch.tanh(self.net(x))
+    @property
+    def arch(self) -> dict[str, Any]:
+        return {"eps": self.eps, "width": self.width, "n_res": self.n_res,
+                "num_classes": self.num_classes, "output": self.output}
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor | None = None) -> torch.Tensor:
+        if self.num_classes:
+            if t is None:
+                raise ValueError("this generator is conditioned on the target label: call G(x, t)")
+            planes = F.one_hot(t, self.num_classes).to(x.dtype)[:, :, None, None]
+            x = torch.cat([x, planes.expand(-1, -1, *x.shape[2:])], 1)
+        z = self.net(x)
+        return self.eps * (torch.tanh(z) if self.output == "tanh" else F.hardtanh(z))
 
 
 class Discriminator(nn.Module):
@@ -142,6 +170,28 @@ def margin_loss(logits: torch.Tensor, t: torch.Tensor, kappa: float) -> torch.Te
     return (z_other - z_t).clamp_min(-kappa).mean()
 
 
+def untargeted_margin_loss(logits: torch.Tensor, y: torch.Tensor, kappa: float) -> torch.Tensor:
+    """C-W untargeted margin: zero once some wrong class leads the true class y by kappa."""
+    logits = logits.float()
+    z_y = logits.gather(1, y[:, None]).squeeze(1)
+    z_other = logits.masked_fill(F.one_hot(y, logits.shape[1]).bool(), float("-inf")).amax(1)
+    return (z_y - z_other).clamp_min(-kappa).mean()
+
+
+OBJECTIVES = ("targeted", "untargeted", "both")
+
+
+def attack_loss(logits: torch.Tensor, y: torch.Tensor, t: torch.Tensor, objective: str, kappa: float) -> torch.Tensor:
+    """The adversarial term: toward t (the paper's target label), away from y (the paper's
+    success criterion, II-B step 3: any wrong label), or the sum of both."""
+    loss = logits.new_zeros((), dtype=torch.float32)
+    if objective in ("targeted", "both"):
+        loss = loss + margin_loss(logits, t, kappa)
+    if objective in ("untargeted", "both"):
+        loss = loss + untargeted_margin_loss(logits, y, kappa)
+    return loss
+
+
 def hinge_loss(delta: torch.Tensor, bound: float) -> torch.Tensor:
     return (delta.float().flatten(1).norm(dim=1) - bound).clamp_min(0).mean()
 
@@ -150,11 +200,14 @@ def hinge_loss(delta: torch.Tensor, bound: float) -> torch.Tensor:
 
 
 GAN_LOSSES = ("lsgan", "bce")
+SCHEDULES = ("constant", "onecycle")
 
 
 @dataclass(frozen=True)
 class GanConfig:
     eps: float = 8 / 255
+    conditional: bool = True      # G(x, t), as the paper describes G; False: G(x)
+    output: str = "tanh"
     gen_width: int = 32
     gen_res_blocks: int = 4
     disc_width: int = 32
@@ -163,9 +216,12 @@ class GanConfig:
     batch_size: int = 128
     lr_g: float = 1e-3
     lr_d: float = 1e-3
+    schedule: str = "constant"    # generator lr: constant, or one cycle over the whole run
     beta1: float = 0.5
     beta2: float = 0.999
-    w_gan: float = 1.0
+    objective: str = "both"
+    w_gan: float = 1.0            # 0 turns the discriminator off (an ablation, not the method)
+    d_every: int = 1              # discriminator updates: one per d_every generator steps
     w_adv: float = 10.0
     w_hinge: float = 1.0
     kappa: float = 0.0
@@ -176,59 +232,71 @@ class GanConfig:
     @classmethod
     def from_params(cls, p: Section) -> "GanConfig":
         """Read the `gan` section; eps is given in 1/255 units (`eps_255: 8`) to stay exact in YAML."""
-        ints = ("gen_width", "gen_res_blocks", "disc_width", "epochs", "batch_size", "log_every", "seed")
+        ints = ("gen_width", "gen_res_blocks", "disc_width", "epochs", "batch_size", "log_every", "seed",
+                "d_every")
         floats = ("lr_g", "lr_d", "beta1", "beta2", "w_gan", "w_adv", "w_hinge", "kappa", "hinge_bound")
+        strs = ("gan_loss", "output", "schedule", "objective")
         cfg = cls(
             eps=p.typed("eps_255", float) / 255,
-            gan_loss=p.typed("gan_loss", str),
+            conditional=p.typed("conditional", bool),
+            **{k: p.typed(k, str) for k in strs},
             **{k: p.typed(k, int) for k in ints},
             **{k: p.typed(k, float) for k in floats},
         )
-        where = f"{p.source}: '{p.name}."
-        if cfg.gan_loss not in GAN_LOSSES:
-            raise ParamsError(f"{where}gan_loss' must be one of {GAN_LOSSES}, got {cfg.gan_loss!r}")
-        for k in ("gen_width", "disc_width", "epochs", "batch_size", "log_every"):
-            if getattr(cfg, k) < 1:
-                raise ParamsError(f"{where}{k}' must be >= 1, got {getattr(cfg, k)}")
-        if not 0 < cfg.eps <= 1:
-            raise ParamsError(f"{where}eps_255' must be in (0, 255], got {cfg.eps * 255:g}")
+        cfg.check(f"{p.source}: '{p.name}.")
         return cfg
 
+    def check(self, where: str = "gan config: '") -> None:
+        for key, allowed in (("gan_loss", GAN_LOSSES), ("output", OUTPUTS), ("schedule", SCHEDULES),
+                             ("objective", OBJECTIVES)):
+            if getattr(self, key) not in allowed:
+                raise ParamsError(f"{where}{key}' must be one of {allowed}, got {getattr(self, key)!r}")
+        for k in ("gen_width", "disc_width", "epochs", "batch_size", "log_every", "d_every"):
+            if getattr(self, k) < 1:
+                raise ParamsError(f"{where}{k}' must be >= 1, got {getattr(self, k)}")
+        for k in ("lr_g", "lr_d"):
+            if not getattr(self, k) > 0:
+                raise ParamsError(f"{where}{k}' must be > 0, got {getattr(self, k)}")
+        for k in ("w_gan", "w_adv", "w_hinge", "kappa", "hinge_bound"):
+            if not getattr(self, k) >= 0:
+                raise ParamsError(f"{where}{k}' must be >= 0, got {getattr(self, k)}")
+        if not 0 < self.eps <= 1:
+            raise ParamsError(f"{where}eps_255' must be in (0, 255], got {self.eps * 255:g}")
+
     def key(self, *extra: str) -> str:
-        """Hash of what defines a run (config, target, data) except `epochs`: the learning rate is
-        constant and each epoch's shuffle is seeded by its index, so a run resumed with more
-        epochs is identical to a longer run from scratch."""
-        blob = json.dumps(asdict(self) | {"epochs": None}, sort_keys=True) + "|".join(extra)
+        """Hash of what defines a run (config, target, data). With a constant learning rate,
+        `epochs` is left out: each epoch's shuffle is seeded by its index, so a run resumed with
+        more epochs is identical to a longer run from scratch. A one-cycle schedule spans the
+        whole run, so there `epochs` is part of the key."""
+        fields = asdict(self) | ({"epochs": None} if self.schedule == "constant" else {})
+        blob = json.dumps(fields, sort_keys=True) + "|".join(extra)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
-
-
-def data_fingerprint(images: np.ndarray, labels: np.ndarray) -> str:
-    h = hashlib.sha256(np.ascontiguousarray(images).data)
-    h.update(np.ascontiguousarray(labels, dtype=np.int64).data)
-    return h.hexdigest()[:16]
 
 
 # ----------------------------------------------------------------------------- training
 
 
-def _gan_step(G, D, target, x, t, cfg: GanConfig, opt_g, opt_d, device) -> torch.Tensor:
+def _gan_step(G, D, target, x, y, t, cfg: GanConfig, opt_g, opt_d, device, update_d: bool) -> torch.Tensor:
     with autocast(device):
-        delta = G(x)
+        delta = G(x, t)
         x_adv = apply_perturbation(x, delta)
-        d_loss = gan_loss(D(x), True, cfg.gan_loss) + gan_loss(D(x_adv.detach()), False, cfg.gan_loss)
-    opt_d.zero_grad(set_to_none=True)
-    d_loss.backward()
-    opt_d.step()
+    d_loss = torch.zeros((), device=x.device)
+    if cfg.w_gan > 0 and update_d:
+        with autocast(device):
+            d_loss = gan_loss(D(x), True, cfg.gan_loss) + gan_loss(D(x_adv.detach()), False, cfg.gan_loss)
+        opt_d.zero_grad(set_to_none=True)
+        d_loss.backward()
+        opt_d.step()
 
     with autocast(device):
-        g_gan = gan_loss(D(x_adv), True, cfg.gan_loss)
-        g_adv = margin_loss(target(x_adv), t, cfg.kappa)
+        g_gan = gan_loss(D(x_adv), True, cfg.gan_loss) if cfg.w_gan > 0 else torch.zeros((), device=x.device)
+        g_adv = attack_loss(target(x_adv), y, t, cfg.objective, cfg.kappa)
         g_hinge = hinge_loss(delta, cfg.hinge_bound)
         g_loss = cfg.w_gan * g_gan + cfg.w_adv * g_adv + cfg.w_hinge * g_hinge
     opt_g.zero_grad(set_to_none=True)
     g_loss.backward()
     opt_g.step()
-    return torch.stack([d_loss, g_gan, g_adv, g_hinge]).detach().float()
+    return torch.stack([d_loss.float(), g_gan.float(), g_adv.float(), g_hinge.float()]).detach()
 
 
 LOSS_NAMES = ("d_loss", "g_gan", "g_adv", "g_hinge")
@@ -247,9 +315,8 @@ def train_generator(
     """Train G (and D) against the frozen `target`; return G in eval mode and the loss history.
 
     `checkpoint`, when given, is written atomically after every epoch and resumed from when its
-    key (config but epochs + `run_key` + data fingerprint) matches; a stale one is ignored and
-    overwritten.
-    History rows: step, epoch, d_loss, g_gan, g_adv, g_hinge (means over `cfg.log_every` steps).
+    key (config + `run_key` + data fingerprint) matches; a stale one is ignored and overwritten.
+    History rows: step, epoch, lr_g, d_loss, g_gan, g_adv, g_hinge (means over `cfg.log_every` steps).
     """
     fmt = memory_format(device)
     target = target.to(device, memory_format=fmt).eval().requires_grad_(False)
@@ -262,30 +329,35 @@ def train_generator(
     keep = pred == y_all
     if not keep.any():
         raise ValueError(f"{desc}: the target classifies none of the {len(x_all)} training images correctly")
-    x_all, t_all = x_all[keep], t_all[keep]
+    x_all, y_all, t_all = x_all[keep], y_all[keep], t_all[keep]
     n = len(x_all)
+    steps_per_epoch = (n + cfg.batch_size - 1) // cfg.batch_size
 
     torch.manual_seed(cfg.seed)
-    G = Generator(cfg.eps, cfg.gen_width, cfg.gen_res_blocks).to(device, memory_format=fmt)
+    G = Generator(cfg.eps, cfg.gen_width, cfg.gen_res_blocks, NUM_CLASSES if cfg.conditional else 0,
+                  cfg.output).to(device, memory_format=fmt)
     D = Discriminator(cfg.disc_width).to(device, memory_format=fmt)
     betas = (cfg.beta1, cfg.beta2)
     opt_g = torch.optim.Adam(G.parameters(), lr=cfg.lr_g, betas=betas)
     opt_d = torch.optim.Adam(D.parameters(), lr=cfg.lr_d, betas=betas)
+    sched = (torch.optim.lr_scheduler.OneCycleLR(opt_g, cfg.lr_g, total_steps=cfg.epochs * steps_per_epoch)
+             if cfg.schedule == "onecycle" else None)
 
     key = cfg.key(run_key, data_fingerprint(images_u8, labels))
     start, history = 0, []
     ckpt = Path(checkpoint) if checkpoint else None
     if ckpt is not None and ckpt.is_file():
-        state = torch.load(ckpt, map_location=device, weights_only=True)
+        state = load_checkpoint(ckpt)
         if state.get("key") == key and state["epoch"] <= cfg.epochs:
             G.load_state_dict(state["G"]), D.load_state_dict(state["D"])
             opt_g.load_state_dict(state["opt_g"]), opt_d.load_state_dict(state["opt_d"])
+            if sched is not None:
+                sched.load_state_dict(state["sched"])
             start, history = state["epoch"], state["history"]
             print(f"{desc}: resuming from {ckpt} after epoch {start}/{cfg.epochs}")
         else:
             print(f"{desc}: ignoring {ckpt} (another config, target or data, or more epochs than asked)")
 
-    steps_per_epoch = (n + cfg.batch_size - 1) // cfg.batch_size
     step = start * steps_per_epoch
     G.train(), D.train()
     for epoch in range(start, cfg.epochs):
@@ -295,11 +367,15 @@ def train_generator(
         bar = tqdm(range(0, n, cfg.batch_size), desc=f"{desc} epoch {epoch + 1}/{cfg.epochs}", leave=False)
         for i in bar:
             idx = perm[i : i + cfg.batch_size]
-            acc += _gan_step(G, D, target, to_float(x_all[idx]), t_all[idx], cfg, opt_g, opt_d, device)
+            lr_g = opt_g.param_groups[0]["lr"]  # the lr this step uses
+            acc += _gan_step(G, D, target, to_float(x_all[idx]), y_all[idx], t_all[idx], cfg, opt_g, opt_d,
+                             device, update_d=step % cfg.d_every == 0)
             step, since = step + 1, since + 1
+            if sched is not None and step < cfg.epochs * steps_per_epoch:  # past the end it would wrap
+                sched.step()
             if since == cfg.log_every or i + cfg.batch_size >= n:  # one .tolist() sync per window
                 row = dict(zip(LOSS_NAMES, (acc / since).tolist()))
-                history.append({"step": step, "epoch": epoch + 1, **row})
+                history.append({"step": step, "epoch": epoch + 1, "lr_g": lr_g, **row})
                 bar.set_postfix({k: f"{v:.3f}" for k, v in row.items()})
                 acc.zero_()
                 since = 0
@@ -308,6 +384,7 @@ def train_generator(
                 "key": key, "epoch": epoch + 1, "history": history,
                 "G": G.state_dict(), "D": D.state_dict(),
                 "opt_g": opt_g.state_dict(), "opt_d": opt_d.state_dict(),
+                "sched": sched.state_dict() if sched is not None else None,
             })
     return G.eval(), history
 
@@ -334,7 +411,7 @@ def load_target(path: str | os.PathLike, name: str, map_location: str | torch.de
 def save_generator(path: str | os.PathLike, G: Generator, target: str, target_sha256: str, **meta: Any) -> None:
     save_torch(path, {
         "state_dict": {k: v.detach().cpu() for k, v in G.state_dict().items()},
-        "arch": {"eps": G.eps, "width": G.width, "n_res": G.n_res},
+        "arch": G.arch,
         "target": target, "target_sha256": target_sha256, "meta": meta,
     })
 
@@ -349,7 +426,8 @@ def load_generator(
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
         arch = state["arch"]
-        G = Generator(arch["eps"], arch["width"], arch["n_res"])
+        G = Generator(arch["eps"], arch["width"], arch["n_res"], arch.get("num_classes", 0),
+                      arch.get("output", "tanh"))
         G.load_state_dict(state["state_dict"])
     except Exception as e:
         raise ValueError(f"{path}: cannot load the generator for '{target}' ({type(e).__name__}: {e})") from e

@@ -1,6 +1,6 @@
 """Step 2-3 of section II-B: raise k until the target's label changes, keep the successes.
 
-For each image the target classifies correctly, G(x) is computed once and k walks the grid
+For each image the target classifies correctly, G(x, t) is computed once and k walks the grid
 k_min, k_min + k_step, ..., k_max; the first k whose (uint8-rounded) x_adv is misclassified wins.
 The grid is a short loop of batched forwards over the images still unbroken, never per image.
 Every forward here runs in fp32, even where training uses bf16 autocast: whether a label flips
@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
@@ -64,8 +65,9 @@ def k_search_batch(
 ) -> dict[str, torch.Tensor]:
     """Per image of one batch: attacked, success, k index (-1 = none), pred, t, adversarial uint8."""
     x = to_float(x_u8)
-    logits, delta = target(x).float(), G(x).float()
+    logits = target(x).float()
     t = second_class(logits)
+    delta = G(x, t).float()
     pred = logits.argmax(1)
     attacked = pred == y  # images the target already gets wrong are not attacked
     k_idx = torch.full_like(y, -1)
@@ -141,11 +143,14 @@ def evaluate_at_k(
     x_all = images_to_device(images_u8, device)
     y_all = torch.as_tensor(labels, dtype=torch.long, device=device)
     sums = torch.zeros(5, dtype=torch.float64, device=device)  # attacked, untargeted, targeted, l2, linf
+    unit_sum = torch.zeros(x_all[0].numel() if len(x_all) else 1, dtype=torch.float64, device=device)
     for i in range(0, len(x_all), batch_size):
         x, y = to_float(x_all[i : i + batch_size]), y_all[i : i + batch_size]
-        logits, delta = target(x).float(), G(x).float()
+        logits = target(x).float()
         ok = logits.argmax(1) == y
-        x, y, t, delta = x[ok], y[ok], second_class(logits)[ok], delta[ok]
+        x, y, t = x[ok], y[ok], second_class(logits)[ok]
+        delta = G(x, t).float()
+        unit_sum += F.normalize(delta.flatten(1).double(), dim=1).sum(0)
         xa = quantise(apply_perturbation(x, delta, k))
         p = target(xa).argmax(1)
         diff = (xa - x).flatten(1)
@@ -154,9 +159,14 @@ def evaluate_at_k(
         ]).double()
     n_att, unt, tgt, l2, linf = sums.tolist()
     rate = lambda v: round(v / n_att, 6) if n_att else None  # noqa: E731
+    # Mean cosine similarity of G(x, t) over all pairs of distinct attacked images, from the sum
+    # of unit vectors (|sum u|^2 = n + sum over pairs i != j of u_i.u_j), so no n x n matrix.
+    # Near 1: G learned one image-independent ("universal") perturbation.
+    cosine = ((unit_sum.square().sum().item() - n_att) / (n_att * (n_att - 1))) if n_att > 1 else None
     return {
         "n_images": len(x_all), "n_attacked": int(n_att),
         "clean_accuracy": round(n_att / len(x_all), 6) if len(x_all) else None,
         "untargeted_success": rate(unt), "targeted_success": rate(tgt),
         "mean_l2": rate(l2), "mean_linf": rate(linf), "k": float(k),
+        "perturbation_cosine": round(cosine, 6) if cosine is not None else None,
     }

@@ -13,7 +13,9 @@ GOALS = {
     "gan_untargeted": "every target: GAN success at k = 1, label changed (metrics/gan.json untargeted_success)",
     "gan_targeted": "every target: GAN success at k = 1, second most likely class reached (metrics/gan.json targeted_success)",
     "defended_hybrid_acc": "every defended model: accuracy on the whole Hybrid test split (metrics/train/<m>.json test_acc)",
+    "hybrid_train_pairs_per_class": "every class: (real, AE) pairs in the Hybrid training split (metrics/hybrid.json)",
 }
+COUNT_GOALS = {"hybrid_train_pairs_per_class"}  # counts, not fractions: the report prints them as such
 
 
 def _by_model(name: str, m: dict[str, Any]) -> dict[str, Any]:
@@ -22,6 +24,9 @@ def _by_model(name: str, m: dict[str, Any]) -> dict[str, Any]:
     if name in ("gan_untargeted", "gan_targeted"):
         key = name.removeprefix("gan_") + "_success"
         return {n: v[key] for n, v in m.get("gan", {}).items()}
+    if name == "hybrid_train_pairs_per_class":
+        per_class = m.get("hybrid", {}).get("splits", {}).get("train", {}).get("per_class", {})
+        return {c: v["real"] for c, v in per_class.items()}
     return {n: v["test_acc"] for n, v in m.get("train", {}).items()}
 
 

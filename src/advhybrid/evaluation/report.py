@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from .goals import COUNT_GOALS
+
 # Table 2: epochs, loss, train acc, test acc, precision, recall (percent).
 PAPER_TABLE2 = {
     "vgg19bn": (53, 0.030, 99.41, 93.8, 95.3, 94.0),
@@ -49,18 +51,23 @@ def _paper_for_goal(name: str) -> str:
         return ", ".join(f"{PAPER_NAMES[n]} {v}" for n, v in PAPER_TARGETS.items()) + " (II-D)"
     if name == "defended_hybrid_acc":
         return ", ".join(f"{PAPER_NAMES[n]} {v[3]}" for n, v in PAPER_TABLE2.items()) + " (Table 2)"
+    if name == "hybrid_train_pairs_per_class":
+        lo, hi = (f(PAPER_TABLE1_TRAIN, key=PAPER_TABLE1_TRAIN.get) for f in (min, max))
+        return f"{PAPER_TABLE1_TRAIN[lo]:,} ({lo}) to {PAPER_TABLE1_TRAIN[hi]:,} ({hi}) (Table 1)"
     return "— (the paper gives no success rate)"
 
 
 def goals_section(goals: dict[str, dict[str, Any]]) -> list[str]:
     rows = []
     for name, g in goals.items():
-        ours = ", ".join(f"{PAPER_NAMES.get(n, n)} {pct(v, 1)}" for n, v in g["by_model"].items())
+        fmt = (lambda v, _d=1: f"{v:,}" if v is not None else "—") if name in COUNT_GOALS else pct  # noqa: E731
+        ours = ", ".join(f"{PAPER_NAMES.get(n, n)} {fmt(v, 1)}" for n, v in g["by_model"].items())
         if "real" in g:
             ours += " (real / AEs: " + ", ".join(
                 f"{pct(g['real'][n], 1)} / {pct(g['adversarial'][n], 1)}" for n in g["by_model"]) + ")"
-        rows.append([name, f"≥ {pct(g['goal'], 0)}", "met" if g["met"] else "**missed**",
-                     f"{pct(g['worst'], 1)} ({g['worst_model']})", ours, _paper_for_goal(name)])
+        rows.append([name, f"≥ {fmt(int(g['goal']) if name in COUNT_GOALS else g['goal'], 0)}",
+                     "met" if g["met"] else "**missed**",
+                     f"{fmt(g['worst'], 1)} ({g['worst_model']})", ours, _paper_for_goal(name)])
     return ["## Goals for this scale (metrics/goals.json)", "",
             "Each goal holds for the worst model, not the mean; GAN success is over the test images "
             "the target classifies correctly, at k = 1 (L∞ ≤ 8/255).", "",

@@ -85,8 +85,12 @@ def _init(model: nn.Module) -> None:
             nn.init.zeros_(m.bias)
 
 
-def build_model(name: str, num_classes: int = 10, width: float = 1.0) -> Classifier:
-    """A freshly initialised classifier for 32x32 [0, 1] images, by name (see MODEL_NAMES)."""
+def build_model(name: str, num_classes: int = 10, width: float = 1.0, seed: int | None = None) -> Classifier:
+    """A freshly initialised classifier for 32x32 [0, 1] images, by name (see MODEL_NAMES).
+
+    `seed` makes the initial weights a function of the seed alone (the global RNG is left as it
+    was); None draws them from the global RNG.
+    """
     if name not in _FAMILIES:
         raise ValueError(f"unknown model {name!r}; valid names: {', '.join(MODEL_NAMES)}")
     try:
@@ -97,8 +101,11 @@ def build_model(name: str, num_classes: int = 10, width: float = 1.0) -> Classif
         raise ValueError(f"model width must be a positive number, got {width!r}")
     if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
         raise ValueError(f"num_classes must be a positive integer, got {num_classes!r}")
-    body = _FAMILIES[name](num_classes, lambda c: scale_channels(c, w))
-    _init(body)
+    with torch.random.fork_rng(devices=[], enabled=seed is not None):
+        if seed is not None:
+            torch.manual_seed(seed)
+        body = _FAMILIES[name](num_classes, lambda c: scale_channels(c, w))
+        _init(body)
     return Classifier(body, name, num_classes, w)
 
 

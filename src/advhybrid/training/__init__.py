@@ -1,3 +1,3 @@
-from .trainer import NonFiniteLossError, TrainConfig, augment, evaluate, fit, predict
+from .trainer import NonFiniteLossError, TrainConfig, augment, evaluate, fit, predict, saved_epoch
 
-__all__ = ["NonFiniteLossError", "TrainConfig", "augment", "evaluate", "fit", "predict"]
+__all__ = ["NonFiniteLossError", "TrainConfig", "augment", "evaluate", "fit", "predict", "saved_epoch"]

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from ..device import autocast, images_to_device, memory_format, to_float
-from ..io import save_torch
+from ..io import data_fingerprint, load_checkpoint, save_torch
 from ..params import Section
 
 
@@ -118,6 +118,14 @@ def evaluate(model: torch.nn.Module, images, labels, device: torch.device, tta_f
     }
 
 
+def saved_epoch(history: list[dict], select_best: bool = True) -> dict:
+    """The history row of the epoch whose weights `fit` returned (Table 2 reports this epoch):
+    the first with the best validation accuracy, or the last one without `select_best`."""
+    if not history:
+        raise ValueError("empty training history")
+    return max(history, key=lambda r: r["val_acc"]) if select_best else history[-1]
+
+
 def fit(
     model: torch.nn.Module,
     train: tuple[np.ndarray, np.ndarray],
@@ -155,20 +163,24 @@ def fit(
     sched = torch.optim.lr_scheduler.CosineAnnealingWarmRestarts(
         opt, T_0=cfg.restart_epochs * steps, T_mult=cfg.restart_mult
     )
-    run_key = cfg.key({"n": n, "name": name, "labels": int(np.asarray(labels).sum())})
+    # The run is the recipe, the network as built (name, width...) and the exact training data:
+    # a checkpoint of the same size but other images (another seed's split) is never resumed.
+    build = getattr(model, "build_args", None) or {"name": name, "class": type(model).__name__}
+    run_key = cfg.key({"name": name, "build": build, "data": data_fingerprint(images, labels)})
     history: list[dict] = []
-    best = (-1.0, None)
+    best: tuple[float, dict | None, int] = (-1.0, None, 0)  # score, weights, epoch
     start = 0
     ckpt_path = Path(checkpoint) if checkpoint else None
     if ckpt_path and ckpt_path.is_file():
-        state = torch.load(ckpt_path, map_location=device, weights_only=False)
+        state = load_checkpoint(ckpt_path)
         if state.get("key") == run_key:
             model.load_state_dict(state["model"])
             opt.load_state_dict(state["opt"])
             sched.load_state_dict(state["sched"])
             gen.set_state(state["gen"].cpu())
             torch.set_rng_state(state["cpu_rng"].cpu())
-            history, best, start = state["history"], (state["best_acc"], state["best_state"]), state["epoch"]
+            history, start = state["history"], state["epoch"]
+            best = (state["best_acc"], state["best_state"], state["best_epoch"])
             tqdm.write(f"{name}: resumed from {ckpt_path} after epoch {start}")
         else:
             tqdm.write(f"{name}: ignoring {ckpt_path}, written by another configuration")
@@ -220,7 +232,7 @@ def fit(
         row["seconds"] = time.perf_counter() - t0
         history.append(row)
         if score > best[0] or not select_best:
-            best = (score, copy.deepcopy({k: t.detach().cpu() for k, t in model.state_dict().items()}))
+            best = (score, copy.deepcopy({k: t.detach().cpu() for k, t in model.state_dict().items()}), epoch + 1)
         tqdm.write(
             f"{name} epoch {epoch + 1}/{cfg.epochs}: loss {train_loss:.4f} train_acc {row['train_acc']:.4f}"
             + (f" val_acc {row['val_acc']:.4f}" if val is not None else "")
@@ -231,7 +243,7 @@ def fit(
                 "key": run_key, "epoch": epoch + 1, "model": model.state_dict(),
                 "opt": opt.state_dict(), "sched": sched.state_dict(),
                 "gen": gen.get_state(), "cpu_rng": torch.get_rng_state(),
-                "history": history, "best_acc": best[0], "best_state": best[1],
+                "history": history, "best_acc": best[0], "best_state": best[1], "best_epoch": best[2],
             })
         if on_epoch:
             on_epoch(row)

@@ -1,0 +1,88 @@
+"""Every module a stage imports is one of its DVC deps, so editing it makes the stage stale.
+
+The imports are read from the code (AST, followed transitively through the advhybrid package),
+not from a list kept by hand, so a new import without a new dep fails here.
+"""
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import REPO
+
+SRC = REPO / "src"
+
+
+def module_file(name: str) -> Path | None:
+    parts = name.split(".")
+    if parts[0] != "advhybrid":
+        return None
+    base = SRC.joinpath(*parts)
+    for cand in (base.with_suffix(".py"), base / "__init__.py"):
+        if cand.is_file():
+            return cand
+    return None
+
+
+def imported_files(path: Path, seen: set[Path] | None = None) -> set[Path]:
+    """advhybrid source files `path` imports, directly or through other advhybrid modules."""
+    seen = set() if seen is None else seen
+    tree = ast.parse(path.read_text())
+    pkg = ".".join(path.relative_to(SRC).with_suffix("").parts[:-1]) if path.is_relative_to(SRC / "advhybrid") else ""
+    for node in ast.walk(tree):
+        names: list[str] = []
+        if isinstance(node, ast.Import):
+            names = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                up = pkg.split(".")[: len(pkg.split(".")) - node.level + 1]
+                base = ".".join(up + ([node.module] if node.module else []))
+            else:
+                base = node.module or ""
+            names = [base] + [f"{base}.{a.name}" for a in node.names]
+        for name in names:
+            # a package import runs its __init__ and, for "from pkg import mod", the module too
+            parts = name.split(".")
+            for i in range(1, len(parts) + 1):
+                f = module_file(".".join(parts[:i]))
+                if f is not None and f not in seen:
+                    seen.add(f)
+                    imported_files(f, seen)
+    return seen
+
+
+def docstring_only(f: Path) -> bool:
+    """A module of nothing but its docstring and constants (`__version__`) carries no behaviour."""
+    body = ast.parse(f.read_text()).body
+    return all(isinstance(n, (ast.Expr, ast.Assign)) and isinstance(n.value, ast.Constant) for n in body)
+
+
+def stages() -> dict[str, dict]:
+    spec = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
+    out = {}
+    for name, st in spec.items():
+        if "foreach" in st:
+            out[name] = st["do"]
+        else:
+            out[name] = st
+    return out
+
+
+def covered(f: Path, deps: list[str]) -> bool:
+    rel = f.relative_to(REPO).as_posix()
+    return any(rel == d or rel.startswith(d.rstrip("/") + "/") for d in deps)
+
+
+@pytest.mark.parametrize("stage", sorted(stages()))
+def test_stage_deps_cover_every_module_the_stage_imports(stage):
+    st = stages()[stage]
+    deps = [d for d in st.get("deps", []) if isinstance(d, str)]
+    script = next((REPO / w for w in st["cmd"].split() if w.startswith("src/") and w.endswith(".py")), None)
+    assert script is not None and script.is_file(), f"{stage}: no src/*.py script in {st['cmd']!r}"
+    assert covered(script, deps), f"{stage}: its script {script.relative_to(REPO)} is not a dep"
+    missing = sorted(f.relative_to(REPO).as_posix() for f in imported_files(script) if not covered(f, deps))
+    missing = [m for m in missing if not docstring_only(REPO / m)]
+    assert not missing, f"dvc.yaml stage {stage!r} imports code it does not list in deps: {missing}"
