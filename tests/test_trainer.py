@@ -213,3 +213,37 @@ def test_corrupt_checkpoint_is_named_in_the_error(tmp_path):
     ckpt.write_bytes(b"truncated")
     with pytest.raises(ValueError, match=r"ckpt.pt: unreadable checkpoint"):
         fit(tiny_model(), (x, y), None, TrainConfig(epochs=1, batch_size=32), CPU, checkpoint=ckpt)
+
+
+def test_fgsm_random_start_stays_in_the_ball_and_moves_along_the_gradient_sign():
+    from advhybrid.training.adversarial import fgsm_random_start
+
+    model = tiny_model().train()
+    x = torch.rand(16, 3, 32, 32) * 0.5 + 0.25
+    y = torch.randint(0, 10, (16,))
+    gen = torch.Generator().manual_seed(0)
+    eps, alpha = 8 / 255, 10 / 255
+    xa = fgsm_random_start(eps, alpha)(model, x, y, gen)
+    assert (xa - x).abs().max() <= eps + 1e-6 and xa.min() >= 0 and xa.max() <= 1
+    assert all(p.grad is None for p in model.parameters()), "no parameter gradient may leak"
+    # alpha > eps: most coordinates end on the ball's surface, on the side the loss gradient points
+    d = (xa - x)
+    x0 = x.clone().requires_grad_(True)
+    torch.nn.functional.cross_entropy(model(x0), y).backward()
+    agree = (d.sign() == x0.grad.sign()).float().mean().item()
+    assert (d.abs() > eps - 1e-6).float().mean() > 0.5 and agree > 0.7
+    with pytest.raises(ValueError, match="eps and alpha must be > 0"):
+        fgsm_random_start(0.0, alpha)
+
+
+def test_adversarial_training_is_a_run_of_its_own_for_checkpoints(tmp_path, capsys):
+    from advhybrid.training.adversarial import fgsm_random_start
+
+    x, y = data(2)
+    ckpt = tmp_path / "ckpt.pt"
+    cfg = TrainConfig(epochs=1, batch_size=32)
+    fit(tiny_model(), (x, y), None, cfg, CPU, checkpoint=ckpt)
+    capsys.readouterr()
+    _, hist = fit(tiny_model(), (x, y), None, cfg, CPU, checkpoint=ckpt,
+                  perturb=fgsm_random_start(8 / 255, 10 / 255), key_extra={"perturb": "fgsm_rs"})
+    assert "another configuration" in capsys.readouterr().out and len(hist) == 1

@@ -17,7 +17,11 @@ import torch
 def pick_device(requested: str | None = None) -> torch.device:
     """`requested`, else $ADVHYBRID_DEVICE, else CUDA when present, else CPU."""
     name = requested or os.environ.get("ADVHYBRID_DEVICE") or ("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+    device = torch.device(name)
+    if device.type == "cuda":
+        # Our shapes are fixed (32x32, one batch size per stage): cuDNN's autotuner pays off at once.
+        torch.backends.cudnn.benchmark = True
+    return device
 
 
 def cpu_bf16() -> bool:

@@ -12,6 +12,7 @@ import copy
 import hashlib
 import json
 import math
+import os
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -136,8 +137,14 @@ def fit(
     name: str = "model",
     on_epoch: Callable[[dict], None] | None = None,
     select_best: bool = True,
+    perturb: Callable[[torch.nn.Module, torch.Tensor, torch.Tensor, torch.Generator], torch.Tensor] | None = None,
+    key_extra: dict | None = None,
 ) -> tuple[torch.nn.Module, list[dict]]:
     """Train `model`; returns it and the per-epoch history.
+
+    `perturb(model, x, y, gen)`, when given, replaces each (augmented) batch by what it returns:
+    adversarial training (see `training.adversarial`). `key_extra` describes it (or anything
+    else that defines the run) in the checkpoint key, so a clean run is never resumed as another.
 
     With `select_best` the returned weights are those of the epoch with the best `val`
     accuracy; otherwise the last epoch's (use that when `val` is the test set, which must
@@ -166,7 +173,7 @@ def fit(
     # The run is the recipe, the network as built (name, width...) and the exact training data:
     # a checkpoint of the same size but other images (another seed's split) is never resumed.
     build = getattr(model, "build_args", None) or {"name": name, "class": type(model).__name__}
-    run_key = cfg.key({"name": name, "build": build, "data": data_fingerprint(images, labels)})
+    run_key = cfg.key({"name": name, "build": build, "data": data_fingerprint(images, labels), **(key_extra or {})})
     history: list[dict] = []
     best: tuple[float, dict | None, int] = (-1.0, None, 0)  # score, weights, epoch
     start = 0
@@ -191,13 +198,17 @@ def fit(
         perm = torch.randperm(n, device=device, generator=gen)
         loss_sum = torch.zeros((), device=device)
         correct = torch.zeros((), device=device, dtype=torch.long)
-        bar = tqdm(range(steps), desc=f"{name} {epoch + 1}/{cfg.epochs}", leave=False, mininterval=2)
+        # 2 s between bar updates keeps logs short; $TQDM_MININTERVAL (tools/gpu_run.sh) overrides it.
+        bar = tqdm(range(steps), desc=f"{name} {epoch + 1}/{cfg.epochs}", leave=False,
+                   mininterval=float(os.environ.get("TQDM_MININTERVAL", 2)))
         for s in bar:
             idx = perm[s * cfg.batch_size : (s + 1) * cfg.batch_size]
             xb = x_all[idx]
             x = augment(xb, gen) if cfg.augment else to_float(xb)
             x = x.contiguous(memory_format=memory_format(device))
             y = y_all[idx]
+            if perturb is not None:
+                x = perturb(step_fn, x, y, gen)
             with autocast(device):
                 logits = step_fn(x)
             loss = F.cross_entropy(logits.float(), y, label_smoothing=cfg.label_smoothing)
