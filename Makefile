@@ -28,6 +28,8 @@ $(BIN)/.installed: pyproject.toml
 	# The CPU/CUDA torch build this machine image ships; pip takes it from local disk.
 	$(BIN)/pip install -q torch==2.14.1 torchvision==0.29.1
 	$(BIN)/pip install -q -e '.[test]'
+	# --no-deps: see pyproject.toml (its requests pin would break DVC's urllib3)
+	$(BIN)/pip install -q --no-deps 'torchattacks==3.5.1'
 	touch $@
 
 venv: $(BIN)/.installed

@@ -49,8 +49,11 @@ def synthetic_cifar(n_per_class: int, seed: int = 0) -> tuple[np.ndarray, np.nda
 # --- the smoke pipeline, run once per test session through the real `dvc` -----------------
 
 VENV_BIN = Path(sys.executable).parent
+MODELS = ["resnet50", "vgg19bn", "shufflenetv2", "repvgg_a2"]
 STAGES = ["download_cifar", "train_targets", "train_gan", "generate_adversarial", "build_hybrid_splits",
-          "train@resnet50", "train@vgg19bn", "train@shufflenetv2", "train@repvgg_a2", "eval_mixed", "report"]
+          *(f"train@{m}" for m in MODELS), "eval_mixed",
+          *(f"baseline@{m}" for m in MODELS), "train_fast_at", "seed@1", "eval_robustness", "adaptive_attack",
+          "report"]
 
 
 def pipeline_env() -> dict[str, str]:

@@ -54,3 +54,47 @@ def test_params_yaml_records_the_smoke_scale(smoke_repo):
     params = yaml.safe_load((smoke_repo / "params.yaml").read_text())
     assert params["scale_info"]["name"] == "smoke"
     assert params["data"]["source"].endswith("cifar10-jpeg.tar.gz")
+
+
+def test_dag_has_the_robustness_study(smoke_repo):
+    dag = run(["dvc", "dag", "--dot"], smoke_repo).stdout
+    for a, b in [("build_hybrid_splits", "baseline@resnet50"), ("build_hybrid_splits", "train_fast_at"),
+                 ("train@resnet50", "eval_robustness"), ("baseline@repvgg_a2", "eval_robustness"),
+                 ("train_fast_at", "eval_robustness"), ("train@resnet50", "adaptive_attack"),
+                 ("baseline@resnet50", "adaptive_attack"), ("build_hybrid_splits", "seed@1"),
+                 ("eval_robustness", "report"), ("adaptive_attack", "report"), ("seed@1", "report")]:
+        assert f'"{a}" -> "{b}"' in dag, (a, b)
+
+
+def test_robustness_study_reports_every_model_and_its_checks(smoke_repo):
+    rob = json.loads((smoke_repo / "metrics/robustness.json").read_text())
+    expected = {f"{k}/{m}" for k in ("defended", "baseline") for m in
+                ("resnet50", "vgg19bn", "shufflenetv2", "repvgg_a2")} | {"fast_at/resnet50"}
+    assert set(rob) == expected
+    for figures in rob.values():  # flat numbers that `dvc metrics diff` can compare
+        assert all(isinstance(v, (int, float)) for v in figures.values())
+        assert {"clean", "noise", "pgd_1", "pgd_8", "pgd_16", "autoattack", "hybrid_adv"} <= set(figures)
+    details = json.loads((smoke_repo / "reports/robustness.json").read_text())
+    assert "pgd_converged" in details["fast_at/resnet50"]["whitebox"]["checks"]
+    assert details["settings"]["autoattack_deviations"]  # smoke shortens AutoAttack, and says so
+    adaptive = json.loads((smoke_repo / "metrics/adaptive.json").read_text())
+    assert set(adaptive["resnet50"]) == {"defended", "baseline"}
+    report = (smoke_repo / "reports/results.md").read_text()
+    assert report.index("## Does the defence hold?") < report.index("## Goals for this scale")
+    assert "the Hybrid defence" in report and "AutoAttack deviates from the standard version" in report
+    assert (smoke_repo / "plots/robustness/pgd.png").stat().st_size > 1000
+
+
+def test_baseline_trains_on_as_many_clean_images_none_a_held_out_source(smoke_repo):
+    import numpy as np
+
+    from advhybrid.data.baseline import clean_control_indices, held_out_sources
+    from advhybrid.io import load_npz
+
+    splits = {s: load_npz(smoke_repo / f"data/hybrid/{s}.npz") for s in ("train", "val", "test")}
+    raw = load_npz(smoke_repo / "data/raw/cifar10/train.npz")
+    idx = clean_control_indices(raw["labels"], splits["train"]["labels"], held_out_sources(splits), seed=0)
+    assert len(np.unique(idx)) == len(splits["train"]["labels"])
+    assert not np.isin(idx, held_out_sources(splits)).any()
+    m = json.loads((smoke_repo / "metrics/baseline/resnet50.json").read_text())
+    assert m["train_images"] == len(splits["train"]["labels"])

@@ -34,3 +34,22 @@ def interval_bars(rows: list[dict], title: str, path: str | Path) -> None:
     with atomic_path(path, suffix=".png") as tmp:
         fig.savefig(tmp, format="png", dpi=110)
     plt.close(fig)
+
+
+def accuracy_vs_eps(path: str | Path, rows: list[dict], title: str) -> None:
+    """One line per model: robust accuracy against the L-inf budget (rows: model, eps_255, accuracy)."""
+    fig, ax = plt.subplots(figsize=(6.4, 3.8))
+    for model in dict.fromkeys(r["model"] for r in rows):
+        pts = sorted((r["eps_255"], 100 * r["accuracy"]) for r in rows if r["model"] == model)
+        style = "-" if model.startswith("defended/") else "--" if model.startswith("baseline/") else ":"
+        ax.plot([p[0] for p in pts], [p[1] for p in pts], style, marker="o", ms=3, label=model)
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("L-inf budget (x/255)")
+    ax.set_ylabel("robust accuracy (%)")
+    ax.set_ylim(0, 100)
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    with atomic_path(path, suffix=".png") as tmp:
+        fig.savefig(tmp, format="png", dpi=110)
+    plt.close(fig)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from . import verdict
 from .goals import COUNT_GOALS
 
 # Table 2: epochs, loss, train acc, test acc, precision, recall (percent).
@@ -83,6 +84,8 @@ def render(m: dict[str, Any], params: dict[str, Any], hashes: dict[str, str], co
            f"{params.get('scale_info', {}).get('description', '')}). "
            "Columns marked *paper* are copied from Truong Phi Ho et al. (2024); all others are measured "
            "by this pipeline. Regenerate with `dvc repro report`.", ""]
+    if m.get("robustness"):
+        out += verdict.section(m["robustness"], m.get("adaptive", {}), m.get("seeds", []))
     if goals:
         out += goals_section(goals)
 

@@ -1,0 +1,41 @@
+"""Stage baseline@<model>: the clean control of a defended model (robustness study).
+
+The same architecture, width, recipe and epochs as train@<model>, on as many distinct clean
+CIFAR-10 training images as the Hybrid training split holds (real + AE, class by class), none
+of them the source of a Hybrid validation or test pair. Validation: the Hybrid validation
+split's real images only (the control never sees an AE); test: the whole Hybrid test split.
+"""
+from __future__ import annotations
+
+import argparse
+
+from advhybrid.data.baseline import load_clean_control
+from advhybrid.device import pick_device, set_threads
+from advhybrid.hybrid_classifier import train_and_test, write_outputs
+from advhybrid.params import load_section
+from advhybrid.training import TrainConfig
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("model")
+    ap.add_argument("--params", default="params.yaml")
+    args = ap.parse_args()
+    p = load_section("train", args.params)
+    if args.model not in p["models"]:
+        raise SystemExit(f"{args.params}: '{args.model}' is not in train.models {list(p['models'])}")
+    cfg = TrainConfig.from_section(p, epochs=p.per_model("epochs", args.model, int))
+    width = p.per_model("width", args.model, float)
+    set_threads()
+    device = pick_device()
+
+    train, val, test = load_clean_control("data/raw/cifar10", "data/hybrid", cfg.seed)
+    model, metrics, history, pred = train_and_test(args.model, width, cfg, train, val, test, device,
+                                                   checkpoint=f"checkpoints/baseline/{args.model}.pt")
+    write_outputs(model, args.model, width, metrics, history, test["labels"], pred,
+                  f"models/baseline/{args.model}.pt", f"metrics/baseline/{args.model}.json",
+                  f"plots/baseline/{args.model}.csv")
+
+
+if __name__ == "__main__":
+    main()

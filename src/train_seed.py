@@ -1,0 +1,48 @@
+"""Stage seed@<n>: the defended model and its clean control again, at seed n (robustness study).
+
+Same recipe, data and control images as train@<model> and baseline@<model>; only the seed of
+the initial weights and of the batch order changes, so the report can show how much of a
+difference between the two is the luck of one training run.
+"""
+from __future__ import annotations
+
+import argparse
+from dataclasses import replace
+
+from advhybrid.data.baseline import load_clean_control
+from advhybrid.device import pick_device, set_threads
+from advhybrid.hybrid_classifier import SPLIT_KEYS, train_and_test
+from advhybrid.io import load_npz, save_json
+from advhybrid.params import ParamsError, load_section
+from advhybrid.training import TrainConfig
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("seed", type=int)
+    ap.add_argument("--params", default="params.yaml")
+    args = ap.parse_args()
+    p, t = load_section("seeds", args.params), load_section("train", args.params)
+    name = p.typed("model", str)
+    if name not in t["models"]:
+        raise ParamsError(f"{args.params}: 'seeds.model' {name!r} must be one of train.models {list(t['models'])}")
+    base = TrainConfig.from_section(t, epochs=t.per_model("epochs", name, int))
+    cfg, width = replace(base, seed=args.seed), t.per_model("width", name, float)
+    set_threads()
+    device = pick_device()
+
+    hybrid = {s: load_npz(f"data/hybrid/{s}.npz", SPLIT_KEYS) for s in ("train", "val")}
+    hybrid_train, hybrid_val = ((hybrid[s]["images"], hybrid[s]["labels"]) for s in ("train", "val"))
+    clean, clean_val, test = load_clean_control("data/raw/cifar10", "data/hybrid", base.seed)  # same images
+    out = {}
+    for kind, train, val in (("defended", hybrid_train, hybrid_val), ("baseline", clean, clean_val)):
+        _, metrics, _, _ = train_and_test(name, width, cfg, train, val, test, device,
+                                          checkpoint=f"checkpoints/seeds/{kind}_{name}_s{args.seed}.pt")
+        out[kind] = metrics
+        print(f"{kind} {name} seed {args.seed}: Hybrid test {metrics['test_acc']:.4f} "
+              f"(real {metrics['test_acc_real']:.4f}, AEs {metrics['test_acc_adv']:.4f})")
+    save_json(f"metrics/seeds/s{args.seed}.json", {"model": name, "seed": args.seed, **out})
+
+
+if __name__ == "__main__":
+    main()
