@@ -11,7 +11,7 @@ The target is models/targets/<name>.pt when the pipeline has made it; otherwise 
 the same architecture and reference width is trained here (the project's trainer, a few epochs)
 and cached under checkpoints/bench/, so the bench runs on a fresh clone.
 
-    python bench/gan_ablation.py                       # the default rows, about 12 minutes here
+    python bench/gan_ablation.py                       # the default rows, about 15 minutes here
     python bench/gan_ablation.py --rows base,no-disc --steps 1000   # row ids: see ROWS
     python bench/gan_ablation.py --extra 'kappa=20,w_gan=0.3'
 """
@@ -48,7 +48,7 @@ ROWS: dict[str, tuple[str, str, bool | None]] = {
     "untargeted": ("untargeted margin only", "objective=untargeted", None),
     "kappa0": ("kappa 0", "kappa=0", None),
     "kappa20": ("kappa 20", "kappa=20", None),
-    "hinge": ("L2 hinge c=1.0, weight 1", "w_hinge=1,hinge_bound=1.0", None),
+    "no-hinge": ("no L2 hinge", "w_hinge=0", None),
     "no-disc": ("no discriminator", "w_gan=0", None),
     "wgan1": ("GAN weight 1", "w_gan=1", None),
     "wgan1-d5": ("GAN weight 1, D updated every 5 steps", "w_gan=1,d_every=5", None),
@@ -128,7 +128,7 @@ def run_row(target, train_xy, test_xy, cfg: GanConfig, bf16: bool | None, device
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--target", default="vgg19bn")
-    ap.add_argument("--steps", type=int, default=500, help="generator steps per row (batch size from the recipe)")
+    ap.add_argument("--steps", type=int, default=400, help="generator steps per row (batch size from the recipe)")
     ap.add_argument("--images", type=int, default=8000, help="GAN training images (the target's correct ones are used)")
     ap.add_argument("--eval-images", type=int, default=1000)
     ap.add_argument("--target-epochs", type=int, default=3, help="stand-in target: epochs")

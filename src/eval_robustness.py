@@ -16,7 +16,7 @@ from dataclasses import asdict
 
 import numpy as np
 
-from advhybrid.attacks.whitebox import AutoAttackSettings, to_inputs
+from advhybrid.attacks.whitebox import AutoAttackSettings, predict_fp32, to_inputs
 from advhybrid.data.subset import stratified_subset
 from advhybrid.device import pick_device, set_threads
 from advhybrid.evaluation.figures import accuracy_vs_eps
@@ -24,7 +24,6 @@ from advhybrid.evaluation.robustness import RobustnessSettings, compare_on_aes, 
 from advhybrid.io import load_npz, save_csv, save_json
 from advhybrid.models import load_model
 from advhybrid.params import ParamsError, Section, load_section
-from advhybrid.training import predict
 
 TEST_KEYS = ["images", "labels", "is_adv", "source_id", "target_model", "target_names"]
 
@@ -73,8 +72,8 @@ def main() -> None:
 
     details, headline, curve, preds = {}, {}, [], {}
     for key, model in models.items():
-        model = model.to(device)
-        preds[key] = predict(model, test["images"], device).argmax(1).numpy()
+        model = model.to(device).float().eval()
+        preds[key] = predict_fp32(model, test["images"], device, s.batch_size)
         wb = whitebox_figures(model, x, y, s, key, check_convergence=key.startswith("fast_at/"))
         details[key] = {"whitebox": wb, "hybrid_test": split_figures(preds[key], test)}
         curve += [{"model": key, "eps_255": float(e), "accuracy": v["acc"]} for e, v in wb["pgd"].items()]

@@ -544,3 +544,13 @@ def test_train_gan_fails_clearly_on_a_missing_target_checkpoint(ws):
     with pytest.raises(FileNotFoundError, match="models/targets/vgg19bn.pt"):
         load_stage("train_gan").main(["--device", "cpu"])
     assert_nothing_written(ws, ["models/gan", "metrics/gan.json", "plots/gan"])
+
+
+def test_evaluate_at_k_skips_batches_the_target_gets_entirely_wrong():
+    target = tiny_target()
+    images, _ = synthetic_cifar(2, seed=8)
+    labels = own_labels(target, images)
+    labels[:7] = (labels[:7] + 1) % 10  # the whole first batch of 7 misclassified
+    G = Generator(eps=0.5, width=4, n_res=1).eval()
+    m = evaluate_at_k(target, G, images, labels, 1.0, CPU, batch_size=7)
+    assert m["n_attacked"] == len(images) - 7

@@ -148,6 +148,8 @@ def evaluate_at_k(
         x, y = to_float(x_all[i : i + batch_size]), y_all[i : i + batch_size]
         logits = target(x).float()
         ok = logits.argmax(1) == y
+        if not ok.any():  # nothing to attack in this batch (and InstanceNorm refuses an empty one)
+            continue
         x, y, t = x[ok], y[ok], second_class(logits)[ok]
         delta = G(x, t).float()
         unit_sum += F.normalize(delta.flatten(1).double(), dim=1).sum(0)

@@ -65,6 +65,16 @@ def correct(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int 
                       for i in range(0, len(x), batch_size)]) if len(x) else torch.zeros(0, dtype=torch.bool)
 
 
+@torch.no_grad()
+def predict_fp32(model: nn.Module, images_u8: np.ndarray, device: torch.device, batch_size: int = 500) -> np.ndarray:
+    """Labels in fp32 whatever the device (no autocast): robustness figures are fp32 throughout."""
+    out = []
+    for i in range(0, len(images_u8), batch_size):
+        x = to_float(images_to_device(images_u8[i : i + batch_size], device)).contiguous()
+        out.append(model(x).argmax(1).cpu())
+    return torch.cat(out).numpy() if out else np.zeros(0, np.int64)
+
+
 def robust_under(attack_factory, model: nn.Module, x: torch.Tensor, y: torch.Tensor, restarts: int,
                  batch_size: int, desc: str) -> torch.Tensor:
     """Per image: still classified correctly after every restart of the attack.
