@@ -9,6 +9,7 @@ from pathlib import Path
 
 import yaml
 
+from advhybrid.evaluation.goals import COUNT_GOALS
 from advhybrid.params import Section
 
 
@@ -20,12 +21,13 @@ def main() -> None:
     params = yaml.safe_load(Path("params.yaml").read_text())
     t, g, a, h = load("targets"), load("gan"), load("adversarial"), load("hybrid")
     print(f"Scale `{params['scale_info']['name']}` ({params['scale_info']['description']}).\n")
-    print("| target | width | params | clean test acc | GAN untargeted @k=1 | GAN targeted @k=1 | k-search success "
+    print("| target | width | params | clean test acc | GAN untargeted @k=1 | GAN targeted @k=1 | cos G(x,t) | k-search success "
           "| targeted share | mean k | mean Linf (/255) | mean SSIM | AEs kept / attacked |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for n in t:
         print(f"| {n} | {Section(params['targets'], 'targets', 'params.yaml').per_model('width', n, float):g} | {t[n]['params']:,} | {100 * t[n]['test_acc']:.2f}% | {100 * g[n]['untargeted_success']:.1f}% "
-              f"| {100 * g[n]['targeted_success']:.1f}% | {100 * a[n]['success_rate']:.1f}% "
+              f"| {100 * g[n]['targeted_success']:.1f}% | {g[n].get('perturbation_cosine') or float('nan'):.2f} "
+              f"| {100 * a[n]['success_rate']:.1f}% "
               f"| {100 * a[n]['targeted_rate']:.1f}% | {a[n]['mean_k']:.3f} | {255 * a[n]['mean_linf']:.2f} "
               f"| {a[n]['mean_ssim']:.4f} | {a[n]['n_success']:,} / {a[n]['n_attacked']:,} |")
     print("\nHybrid CIFAR-10 (metrics/hybrid.json): "
@@ -43,8 +45,11 @@ def main() -> None:
         print("| goal | target | worst (model) | status |")
         print("|---|---|---|---|")
         for name, goal in load("goals").items():
-            worst = "n/a" if goal["worst"] is None else f"{100 * goal['worst']:.1f}%"
-            print(f"| {name} | ≥ {100 * goal['goal']:.0f}% | {worst} ({goal['worst_model']}) | "
+            count = name in COUNT_GOALS
+            fmt = (lambda v: f"{v:,.0f}") if count else (lambda v: f"{100 * v:.1f}%")  # noqa: E731
+            worst = "n/a" if goal["worst"] is None else fmt(goal["worst"])
+            target = f"{goal['goal']:,.0f}" if count else f"{100 * goal['goal']:.0f}%"
+            print(f"| {name} | ≥ {target} | {worst} ({goal['worst_model']}) | "
                   f"{'met' if goal['met'] else 'missed'} |")
     em = load("eval_mixed")
     print(f"\nMixed draws ({em['n_images']} images, {em['draws']} draws; mean [95% interval]):\n")
@@ -58,6 +63,24 @@ def main() -> None:
                 s = v[r][kind]
                 cells.append(f"{100 * s['mean']:.1f} [{100 * s['low']:.1f}, {100 * s['high']:.1f}]")
         print(f"| {n} | " + " | ".join(cells) + " |")
+
+
+    if Path("metrics/robustness.json").is_file():
+        rob = load("robustness")
+        keys = [k for k in next(iter(rob.values())) if k != "checks_failed"]
+        print("\nRobustness study (metrics/robustness.json; reports/robustness.json has the intervals):\n")
+        print("| model | " + " | ".join(keys) + " | checks failed |")
+        print("|---|" + "---|" * (len(keys) + 1))
+        for n, v in rob.items():
+            print(f"| {n} | " + " | ".join(f"{100 * v[k]:.1f}%" for k in keys) + f" | {v['checks_failed']} |")
+    if Path("metrics/adaptive.json").is_file():
+        print("\nAdaptive attack (metrics/adaptive.json): the paper's GAN retrained against each model\n")
+        print("| model | kind | clean acc (held-out) | k=1 untargeted | k=1 targeted | k-search success | GAN steps |")
+        print("|---|---|---|---|---|---|---|")
+        for n, kinds in load("adaptive").items():
+            for kind, v in kinds.items():
+                print(f"| {n} | {kind} | {100 * v['clean_accuracy']:.1f}% | {100 * v['k1_untargeted']:.1f}% "
+                      f"| {100 * v['k1_targeted']:.1f}% | {100 * v['k_search_success']:.1f}% | {v['gan_steps']:,} |")
 
 
 if __name__ == "__main__":

@@ -51,10 +51,13 @@ def sentences(details: dict[str, Any], adaptive: dict[str, Any], seeds: list[dic
         if base is None:
             continue
         c = d["vs_baseline"]["adversarial"]
-        better = "better" if c["diff"] > 0 else "worse"
-        out.append(f"- Trained on Hybrid CIFAR-10, {nice} classifies the Hybrid test AEs "
-                   f"{abs(100 * c['diff']):.1f} points [{100 * c['diff_low']:.1f}, {100 * c['diff_high']:.1f}] {better} "
-                   f"than the same network trained on clean images ({c['n']:,} AEs; McNemar p = {_p(c['p_mcnemar'])}).")
+        if c["diff"] == 0:
+            how = f"exactly as well as (difference [{100 * c['diff_low']:.1f}, {100 * c['diff_high']:.1f}] points)"
+        else:
+            how = (f"{abs(100 * c['diff']):.1f} points [{100 * c['diff_low']:.1f}, {100 * c['diff_high']:.1f}] "
+                   + ("better" if c["diff"] > 0 else "worse") + " than")
+        out.append(f"- Trained on Hybrid CIFAR-10, {nice} classifies the Hybrid test AEs {how} the same network "
+                   f"trained on clean images ({c['n']:,} AEs; McNemar p = {_p(c['p_mcnemar'])}).")
         rv = d["hybrid_test"]["real_vs_adversarial"]
         out.append(f"  On the same sources it scores {100 * rv['acc_a']:.1f}% on the real images and {100 * rv['acc_b']:.1f}% "
                    f"on their AEs (McNemar p = {_p(rv['p_mcnemar'])}).")
