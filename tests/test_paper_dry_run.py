@@ -40,7 +40,7 @@ from conftest import REPO, STAGES, copy_checkout, pipeline_env
 # still does one full step at the paper's batch size (100 for targets and defended models);
 # the evaluation and attack sets are as small as a class-stratified draw allows, since at full
 # width every forward pass costs (measured on 2 cores: docs/gpu.md).
-SHRINK: dict[str, int] = {
+SHRINK: dict[str, object] = {
     "targets.train_images": 100, "targets.test_images": 20, "targets.epochs": 1,
     # a barely trained target gets ~10% right: ~10 images for the GAN's step, ~2 to evaluate
     "gan.train_images": 100, "gan.eval_images": 20, "gan.epochs": 1,
@@ -51,6 +51,11 @@ SHRINK: dict[str, int] = {
     "train.epochs.shufflenetv2": 1, "train.epochs.repvgg_a2": 1,
     # the test split holds 20 real + 20 adversarial images; 20 gives 1, 1 and 2 AEs per draw
     "eval_mixed.n_images": 20,
+    # the robustness study: one extra seed (conftest.STAGES), attacks of a few steps on 4 images
+    "seeds.extra": [1], "robustness.n_images": 4, "robustness.pgd_steps": 2, "robustness.pgd_check_steps": 3,
+    "robustness.autoattack_images": 2, "robustness.autoattack.apgd_steps": 2,
+    "robustness.autoattack.apgdt_steps": 2, "robustness.autoattack.fab_steps": 2,
+    "robustness.autoattack.square_queries": 5, "adaptive.train_images": 20, "adaptive.eval_images": 4,
 }
 PLANT_TRAIN, PLANT_TEST = 6, 2  # planted sources per class from CIFAR-10 train and test
 PAPER_TARGETS = ["resnet56", "vgg19bn", "mobilenetv2", "shufflenetv2", "repvgg_a2"]
@@ -91,7 +96,7 @@ def flatten(d: dict, prefix: str = "") -> dict[str, object]:
 
 def shrink_overrides(source: Path | None = None) -> list[str]:
     src = [f"data.source={source}"] if source else []
-    return ["scale=paper", *src, *(f"{k}={v}" for k, v in SHRINK.items())]
+    return ["scale=paper", *src, *(f"{k}={json.dumps(v).replace(' ', '')}" for k, v in SHRINK.items())]
 
 
 # --- the composed configuration ---------------------------------------------------------------
@@ -105,7 +110,10 @@ def test_overrides_shrink_only_image_counts_and_epochs(tmp_path):
     changed = {k for k in paper if dry[k] != paper[k]}
     assert changed == set(SHRINK), sorted(changed ^ set(SHRINK))
     for k in SHRINK:
-        assert isinstance(paper[k], int) and 0 < dry[k] < paper[k], (k, dry[k], paper[k])
+        if isinstance(paper[k], list):  # fewer seeds: a sublist
+            assert dry[k] and set(dry[k]) < set(paper[k]), (k, dry[k], paper[k])
+        else:
+            assert isinstance(paper[k], int) and 0 < dry[k] < paper[k], (k, dry[k], paper[k])
 
 
 def test_paper_scale_is_the_papers_recipe(tmp_path):
@@ -253,3 +261,21 @@ def test_models_are_the_papers_full_width_architectures(paper_dry_repo):
     mixed = json.loads((root / "metrics/eval_mixed.json").read_text())
     assert sorted(mixed["models"]) == sorted(PAPER_MODELS)
     assert mixed["draws"] == paper_dry_repo["params"]["eval_mixed"]["draws"] == 20
+
+
+def test_every_robustness_study_param_is_reachable_with_dash_s(tmp_path):
+    """`dvc exp run -S key=value` composes through Hydra: each new section's keys must take overrides."""
+    (tmp_path / "conf").symlink_to(REPO / "conf")
+    overrides = {"fast_at.eps_255": 4, "fast_at.alpha_255": 5, "seeds.extra": [3], "robustness.n_images": 700,
+                 "robustness.pgd_restarts": 3, "robustness.autoattack.square_queries": 5000,
+                 "adaptive.models": ["vgg19bn"], "adaptive.eval_images": 300}
+    cli = [f"{k}={json.dumps(v).replace(' ', '')}" for k, v in overrides.items()]
+    p = compose(tmp_path, ["scale=reference", *cli])
+    for key, value in overrides.items():
+        node = p
+        for part in key.split("."):
+            node = node[part]
+        assert node == value, key
+    # interpolations follow the sections they name
+    assert p["robustness"]["models"] == p["train"]["models"] and p["robustness"]["fast_at_model"] == "resnet50"
+    assert p["adaptive"]["k_step"] == p["adversarial"]["k_step"]
