@@ -139,3 +139,10 @@ def test_the_verdict_follows_the_numbers_whichever_way_they_fall():
     assert "| defended ResNet-50 | 60.0 [56.0, 64.0] |" in text
     holds = "\n".join(verdict.section(fake_details(acc(0.2, 0.17, 0.24)), adaptive, seeds))
     assert "**the Hybrid defence holds under white-box attack**" in holds
+
+
+def test_the_report_shows_a_dash_where_the_adaptive_attack_had_nothing_to_attack():
+    adaptive = {"resnet50": {"defended": {"k1_untargeted": None, "k_search_success": None},
+                             "baseline": {"k1_untargeted": 0.5, "k_search_success": 0.75}}}
+    text = "\n".join(verdict.section(fake_details(acc(0.0, 0.0, 0.008)), adaptive, []))
+    assert "| — / — |" in text and "fools —% at k = 1" in text and "(its control: 50.0% and 75.0%)" in text

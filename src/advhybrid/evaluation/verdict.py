@@ -17,6 +17,11 @@ def _ci(a: dict[str, float]) -> str:
     return f"{100 * a['acc']:.1f} [{100 * a['low']:.1f}, {100 * a['high']:.1f}]"
 
 
+def _pct(v: float | None) -> str:
+    """A rate in %, or a dash where nothing was measured (no image to attack: None)."""
+    return "—" if v is None else f"{100 * v:.1f}"
+
+
 def _p(p: float) -> str:
     return f"{p:.2g}" if p >= 1e-4 else "< 1e-4"
 
@@ -34,7 +39,7 @@ def table(details: dict[str, Any], adaptive: dict[str, Any]) -> list[str]:
         kind, name = key.split("/")
         wb, ht = d["whitebox"], d["hybrid_test"]
         ad = adaptive.get(name, {}).get(kind)
-        gan = f"{100 * ad['k1_untargeted']:.1f} / {100 * ad['k_search_success']:.1f}" if ad else "—"
+        gan = f"{_pct(ad['k1_untargeted'])} / {_pct(ad['k_search_success'])}" if ad else "—"
         pgd8 = wb["pgd"].get("8")
         rows.append(f"| {kind} {NAMES.get(name, name)} | {_ci(wb['clean'])} | {_ci(ht['adversarial'])} | "
                     f"{_ci(wb['noise'])} | {_ci(pgd8) if pgd8 else '—'} | {_ci(wb['autoattack'])} | {gan} |")
@@ -70,9 +75,10 @@ def sentences(details: dict[str, Any], adaptive: dict[str, Any], seeds: list[dic
                        + f": **the Hybrid defence {verdict} under white-box attack** for {nice}.")
         ad = adaptive.get(name, {})
         if "defended" in ad and "baseline" in ad:
-            out.append(f"  The paper's GAN, retrained against it, fools {100 * ad['defended']['k1_untargeted']:.1f}% at k = 1 "
-                       f"and {100 * ad['defended']['k_search_success']:.1f}% with the k search (its control: "
-                       f"{100 * ad['baseline']['k1_untargeted']:.1f}% and {100 * ad['baseline']['k_search_success']:.1f}%).")
+            d_, b_ = ad["defended"], ad["baseline"]
+            out.append(f"  The paper's GAN, retrained against it, fools {_pct(d_['k1_untargeted'])}% at k = 1 "
+                       f"and {_pct(d_['k_search_success'])}% with the k search (its control: "
+                       f"{_pct(b_['k1_untargeted'])}% and {_pct(b_['k_search_success'])}%).")
     if seeds:
         for kind in ("defended", "baseline"):
             vals = [100 * s[kind]["test_acc_adv"] for s in seeds]
