@@ -155,3 +155,11 @@ def test_hybrid_size_goal_is_checked_per_class_and_printed_as_a_count():
     text = render(m, {"scale_info": {"name": "reference"}}, {}, "dvc exp run -S scale=reference", g)
     assert "| hybrid_train_pairs_per_class | ≥ 1,500 | **missed** | 1,499 (cat) |" in text
     assert "1,669 (automobile) to 2,439 (truck)" in text
+
+
+def test_report_counts_failed_validation_checks():
+    m = fake_metrics()
+    m["validation"] = {"success": False, "n_checks": 2, "n_failed": 1, "checks": {
+        "a": {"expectation": "expect_x", "success": True}, "b": {"expectation": "expect_y", "success": False}}}
+    text = render(m, {"scale_info": {"name": "smoke"}}, {}, "dvc exp run -S scale=smoke")
+    assert "Great Expectations validation: 2 checks, 1 failed" in text

@@ -126,8 +126,8 @@ def render(m: dict[str, Any], params: dict[str, Any], hashes: dict[str, str], co
                 + "); validation and testing 500 real + 500 AEs per class.", ""]
     val = m.get("validation", {})
     if val:
-        checks = val.get("checks", val)
-        failed = [c for c in checks if isinstance(c, dict) and not c.get("success", True)]
+        checks = list(val.get("checks", {}).values())  # {check name: record}: count the records, not the keys
+        failed = [c["expectation"] if "expectation" in c else c for c in checks if not c.get("success", True)]
         out += [f"Great Expectations validation: {len(checks)} checks, {len(failed)} failed "
                 "(metrics/validation.json, reports/validation/).", ""]
 
