@@ -4,10 +4,9 @@ from __future__ import annotations
 import argparse
 
 from advhybrid.device import pick_device, set_threads
-from advhybrid.hybrid_classifier import SPLIT_KEYS, train_and_test, write_outputs
+from advhybrid.hybrid_classifier import SPLIT_KEYS, recipe, train_and_test, write_outputs
 from advhybrid.io import load_npz
 from advhybrid.params import load_section
-from advhybrid.training import TrainConfig
 
 
 def main() -> None:
@@ -16,11 +15,7 @@ def main() -> None:
     ap.add_argument("--params", default="params.yaml")
     ap.add_argument("--data", default="data/hybrid")
     args = ap.parse_args()
-    p = load_section("train", args.params)
-    if args.model not in p["models"]:
-        raise SystemExit(f"{args.params}: '{args.model}' is not in train.models {list(p['models'])}")
-    cfg = TrainConfig.from_section(p, epochs=p.per_model("epochs", args.model, int))
-    width = p.per_model("width", args.model, float)
+    cfg, width = recipe(load_section("train", args.params), args.model, "the model")
     set_threads()
     device = pick_device()
 

@@ -11,9 +11,8 @@ import argparse
 
 from advhybrid.data.baseline import load_clean_control
 from advhybrid.device import pick_device, set_threads
-from advhybrid.hybrid_classifier import train_and_test, write_outputs
+from advhybrid.hybrid_classifier import recipe, train_and_test, write_outputs
 from advhybrid.params import ParamsError, load_section
-from advhybrid.training import TrainConfig
 from advhybrid.training.adversarial import fgsm_random_start
 
 
@@ -23,13 +22,10 @@ def main() -> None:
     args = ap.parse_args()
     p, t = load_section("fast_at", args.params), load_section("train", args.params)
     name = p.typed("model", str)
-    if name not in t["models"]:
-        raise ParamsError(f"{args.params}: 'fast_at.model' {name!r} must be one of train.models {list(t['models'])}")
+    cfg, width = recipe(t, name, "'fast_at.model'")
     eps, alpha = p.typed("eps_255", float) / 255, p.typed("alpha_255", float) / 255
     if not (0 < eps <= 1 and 0 < alpha <= 1):
         raise ParamsError(f"{args.params}: 'fast_at.eps_255' and 'fast_at.alpha_255' must be in (0, 255]")
-    cfg = TrainConfig.from_section(t, epochs=t.per_model("epochs", name, int))
-    width = t.per_model("width", name, float)
     set_threads()
     device = pick_device()
 

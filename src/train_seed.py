@@ -11,10 +11,9 @@ from dataclasses import replace
 
 from advhybrid.data.baseline import load_clean_control
 from advhybrid.device import pick_device, set_threads
-from advhybrid.hybrid_classifier import SPLIT_KEYS, train_and_test
+from advhybrid.hybrid_classifier import SPLIT_KEYS, recipe, train_and_test
 from advhybrid.io import load_npz, save_json
-from advhybrid.params import ParamsError, load_section
-from advhybrid.training import TrainConfig
+from advhybrid.params import load_section
 
 
 def main() -> None:
@@ -24,10 +23,8 @@ def main() -> None:
     args = ap.parse_args()
     p, t = load_section("seeds", args.params), load_section("train", args.params)
     name = p.typed("model", str)
-    if name not in t["models"]:
-        raise ParamsError(f"{args.params}: 'seeds.model' {name!r} must be one of train.models {list(t['models'])}")
-    base = TrainConfig.from_section(t, epochs=t.per_model("epochs", name, int))
-    cfg, width = replace(base, seed=args.seed), t.per_model("width", name, float)
+    base, width = recipe(t, name, "'seeds.model'")
+    cfg = replace(base, seed=args.seed)
     set_threads()
     device = pick_device()
 

@@ -174,12 +174,23 @@ def test_model_seed_decides_the_initial_weights_and_leaves_the_global_rng_alone(
     assert torch.equal(pa, pb) and not torch.equal(pa, pc)
 
 
-def test_stages_seed_the_model_initialisation_from_params():
+def test_stages_seed_the_model_initialisation_from_params(monkeypatch):
     # build_model runs before fit seeds anything, so the stages must pass the seed themselves.
+    import advhybrid.hybrid_classifier as hc
     from conftest import REPO
 
-    for script in ("train_targets.py", "train_defended.py"):
-        assert "seed=cfg.seed)" in (REPO / "src" / script).read_text(), script
+    seen = {}
+
+    def build(name, num_classes=10, width=1.0, seed=None):
+        seen["seed"] = seed
+        raise RuntimeError("built")
+
+    monkeypatch.setattr(hc, "build_model", build)
+    x, y = data(1)
+    with pytest.raises(RuntimeError, match="built"):
+        hc.train_and_test("resnet50", 0.125, TrainConfig(epochs=1, seed=7), (x, y), (x, y), {}, CPU, checkpoint="")
+    assert seen["seed"] == 7  # train@, baseline@, train_fast_at and seed@ all train through here
+    assert "seed=cfg.seed)" in (REPO / "src" / "train_targets.py").read_text()
 
 
 def test_table_2_row_is_the_epoch_whose_weights_are_kept():

@@ -18,9 +18,18 @@ from advhybrid.data.cifar import CLASSES
 from advhybrid.evaluation.metrics import accuracy_by_kind, classification_metrics, confusion_rows
 from advhybrid.io import save_csv, save_json
 from advhybrid.models import build_model, count_parameters, save_model
+from advhybrid.params import ParamsError, Section
 from advhybrid.training import TrainConfig, fit, predict, saved_epoch
 
 SPLIT_KEYS = ["images", "labels", "is_adv"]
+
+
+def recipe(train: Section, name: str, key: str) -> tuple[TrainConfig, float]:
+    """The `train` section's recipe for `name` (its epochs and width), refusing a name that
+    train.models lacks: every model of the study is trained exactly as its defended twin."""
+    if name not in train["models"]:
+        raise ParamsError(f"{train.source}: {key} {name!r} must be one of train.models {list(train['models'])}")
+    return TrainConfig.from_section(train, epochs=train.per_model("epochs", name, int)), train.per_model("width", name, float)
 
 
 def train_and_test(
