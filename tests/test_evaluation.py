@@ -163,3 +163,8 @@ def test_report_counts_failed_validation_checks():
         "a": {"expectation": "expect_x", "success": True}, "b": {"expectation": "expect_y", "success": False}}}
     text = render(m, {"scale_info": {"name": "smoke"}}, {}, "dvc exp run -S scale=smoke")
     assert "Great Expectations validation: 2 checks, 1 failed" in text
+
+
+def test_report_says_when_the_robustness_study_has_not_run():
+    text = render(fake_metrics(), {"scale_info": {"name": "smoke"}}, {}, "dvc exp run -S scale=smoke")
+    assert "## Does the defence hold?\n\nNot in this state" in text

@@ -86,6 +86,10 @@ def render(m: dict[str, Any], params: dict[str, Any], hashes: dict[str, str], co
            "by this pipeline. Regenerate with `dvc repro report`.", ""]
     if m.get("robustness"):
         out += verdict.section(m["robustness"], m.get("adaptive", {}), m.get("seeds", []))
+    else:
+        out += ["## Does the defence hold?", "",
+                "Not in this state: the robustness study's stages have not run "
+                "(`dvc repro eval_robustness adaptive_attack report`).", ""]
     if goals:
         out += goals_section(goals)
 
