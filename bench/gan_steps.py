@@ -11,7 +11,6 @@ This is the probe behind the reference scale's GAN settings (docs/results.md).
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import time
 
 import torch
@@ -22,18 +21,7 @@ from advhybrid.attacks.ksearch import evaluate_at_k
 from advhybrid.data.subset import stratified_subset
 from advhybrid.device import images_to_device, pick_device, set_threads, to_float
 from advhybrid.io import load_npz
-
-
-def parse_setting(base: GanConfig, spec: str) -> GanConfig:
-    """'epochs=5,batch_size=32,lr_g=0.003' -> base with those fields replaced, typed as in GanConfig."""
-    types = {f.name: type(getattr(base, f.name)) for f in dataclasses.fields(base)}
-    changes = {}
-    for item in filter(None, spec.split(",")):
-        key, _, value = item.partition("=")
-        if key not in types:
-            raise SystemExit(f"--set {spec!r}: unknown GAN setting {key!r} (known: {', '.join(types)})")
-        changes[key] = types[key](value)
-    return dataclasses.replace(base, **changes)
+from gan_ablation import parse_changes  # bench/ is on sys.path when this script runs
 
 
 def fgsm_success(target, images, labels, eps: float, device) -> float:
@@ -68,7 +56,7 @@ def main() -> None:
     print("| setting | steps | untargeted @k=1 | targeted @k=1 | mean L2 | seconds |")
     print("|---|---|---|---|---|---|")
     for spec in args.set or ["epochs=1", "epochs=1,batch_size=32", "epochs=5,batch_size=32", "epochs=3,batch_size=32,lr_g=0.003"]:
-        cfg = parse_setting(base, spec)
+        cfg = parse_changes(base, spec)
         t0 = time.perf_counter()
         G, history = train_generator(target, train["images"][tr], train["labels"][tr], cfg, device, desc=spec)
         m = evaluate_at_k(target, G, test["images"][te], test["labels"][te], 1.0, device)
