@@ -146,3 +146,15 @@ def test_the_report_shows_a_dash_where_the_adaptive_attack_had_nothing_to_attack
                              "baseline": {"k1_untargeted": 0.5, "k_search_success": 0.75}}}
     text = "\n".join(verdict.section(fake_details(acc(0.0, 0.0, 0.008)), adaptive, []))
     assert "| — / — |" in text and "fools —% at k = 1" in text and "(its control: 50.0% and 75.0%)" in text
+
+
+def test_clean_control_refuses_a_class_without_enough_eligible_images_naming_it():
+    from advhybrid.data.baseline import BaselineDataError, clean_control_indices
+
+    raw = np.repeat(np.arange(10), 3)            # 3 training images per class
+    hybrid_train = np.repeat(np.arange(10), 2)   # the control needs 2 per class
+    held = np.array([0, 1])                      # two of class 0's images are held-out sources
+    with pytest.raises(BaselineDataError, match="class airplane: the Hybrid training split has 2 images, but only 1"):
+        clean_control_indices(raw, hybrid_train, held, seed=0, class_names=["airplane"] + [f"c{i}" for i in range(1, 10)])
+    idx = clean_control_indices(raw, hybrid_train, np.array([], np.int64), seed=0)
+    assert len(idx) == 20 and len(np.unique(idx)) == 20
