@@ -20,7 +20,7 @@ endif
 # OpenMP threads that spin while waiting starve any other job on the same cores.
 export OMP_WAIT_POLICY ?= PASSIVE
 
-.PHONY: venv test smoke reference paper bench clean-venv
+.PHONY: venv test smoke reference paper bench compare clean-venv
 
 $(BIN)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -45,6 +45,10 @@ reference: venv
 
 paper: venv
 	PATH=$(abspath $(BIN)):$$PATH $(BIN)/dvc exp run -S scale=paper $(SOURCE_OVERRIDE)
+
+# A pull request's view: OLD (default main) against NEW (default the workspace), see tools/compare.py.
+compare: venv
+	PATH=$(abspath $(BIN)):$$PATH $(BIN)/python tools/compare.py $(or $(OLD),main) $(or $(NEW),workspace) -o reports/compare.md
 
 bench: venv
 	$(BIN)/python bench/train_throughput.py

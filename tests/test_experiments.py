@@ -8,6 +8,7 @@ Then the docs' several-GPU queue recipe, on a tiny project of its own (no GPU ne
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import time
@@ -134,6 +135,44 @@ def test_queued_experiment_waits_for_queue_start(experiment):
     finally:
         run(repo, "dvc", "queue", "remove", "--queued", env=env)
     assert "queued-lr" not in run(repo, "dvc", "queue", "status", env=env)
+
+
+COMPARE = Path(__file__).resolve().parents[1] / "tools" / "compare.py"
+
+
+def compare(repo: Path, env: dict[str, str], out: Path, *revs: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(COMPARE), *revs, "-o", str(out)], cwd=repo, env=env,
+                          capture_output=True, text=True, timeout=300)
+
+
+def test_compare_report_names_the_changed_param_the_moved_metrics_and_embeds_the_plots(experiment, tmp_path):
+    repo, env = experiment["repo"], experiment["env"]
+    out = tmp_path / "compare.md"
+    proc = compare(repo, env, out, "HEAD", EXP_NAME)        # a commit against an experiment, by name
+    assert proc.returncode == 0, proc.stderr
+    text = out.read_text()
+    params = text.split("## Params")[1].split("## Metrics")[0]
+    assert "`train.lr`" in params and params.count("| `") == 1, f"only train.lr changed:\n{params}"
+    assert "metrics/train/resnet50.json" in text and "metrics changed" in text
+    assert "## Goals" in text and "## Robustness verdict" in text
+    images = re.findall(r"!\[[^]]*\]\(([^)]+)\)", text)
+    assert any("plots_train" in i for i in images), f"the training curves moved but are not shown: {images}"
+    for rel in images:
+        assert (out.parent / rel).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", f"{rel} is not a PNG"
+    assert f"dvc exp apply {EXP_NAME}" in text and "git checkout" in text, "each side's command is missing"
+
+
+def test_compare_of_a_revision_with_itself_says_nothing_changed(experiment, tmp_path):
+    repo, env = experiment["repo"], experiment["env"]
+    proc = compare(repo, env, tmp_path / "same.md", EXP_NAME, EXP_NAME)
+    assert proc.returncode == 0, proc.stderr
+    assert "Nothing changed" in (tmp_path / "same.md").read_text()
+
+
+def test_compare_of_a_missing_revision_names_it_and_writes_nothing(experiment, tmp_path):
+    proc = compare(experiment["repo"], experiment["env"], tmp_path / "x.md", "no-such-rev")
+    assert proc.returncode == 2 and "'no-such-rev' is neither a git revision nor a DVC experiment" in proc.stderr
+    assert not (tmp_path / "x.md").exists()
 
 
 GPU_STAGE = """\

@@ -30,6 +30,20 @@ def _holds(d: dict, b: dict) -> bool:
     return d["low"] > b["high"]
 
 
+def verdicts(details: dict[str, Any]) -> dict[str, str]:
+    """Per defended model with a clean control and PGD at 8/255 on both: "holds" or "does not hold"."""
+    out = {}
+    for key, d in details.items():
+        name = key.split("/")[-1]
+        base = details.get(f"baseline/{name}")
+        if not key.startswith("defended/") or base is None:
+            continue
+        pd, pb = d["whitebox"]["pgd"].get("8"), base["whitebox"]["pgd"].get("8")
+        if pd and pb:
+            out[name] = "holds" if _holds(pd, pb) else "does not hold"
+    return out
+
+
 def table(details: dict[str, Any], adaptive: dict[str, Any]) -> list[str]:
     rows = ["| model | clean (subset) | Hybrid test AEs | noise 8/255 | PGD 8/255 | AutoAttack 8/255 | adaptive GAN k=1 / k search |",
             "|---|---|---|---|---|---|---|"]
@@ -69,7 +83,7 @@ def sentences(details: dict[str, Any], adaptive: dict[str, Any], seeds: list[dic
         pd, pb = d["whitebox"]["pgd"].get("8"), base["whitebox"]["pgd"].get("8")
         if pd and pb:
             fat = next((v["whitebox"]["pgd"].get("8") for k, v in details.items() if k.startswith("fast_at/")), None)
-            verdict = "holds" if _holds(pd, pb) else "does not hold"
+            verdict = verdicts(details)[name]
             out.append(f"  Under white-box PGD at 8/255 it keeps {_ci(pd)}% of the subset, its clean control {_ci(pb)}%"
                        + (f", fast adversarial training {_ci(fat)}%" if fat else "")
                        + f": **the Hybrid defence {verdict} under white-box attack** for {nice}.")
