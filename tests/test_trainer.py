@@ -258,3 +258,25 @@ def test_adversarial_training_is_a_run_of_its_own_for_checkpoints(tmp_path, caps
     _, hist = fit(tiny_model(), (x, y), None, cfg, CPU, checkpoint=ckpt,
                   perturb=fgsm_random_start(8 / 255, 10 / 255), key_extra={"perturb": "fgsm_rs"})
     assert "another configuration" in capsys.readouterr().out and len(hist) == 1
+
+
+def test_a_resumed_adam_keeps_its_step_counters_on_the_cpu(tmp_path, monkeypatch):
+    """Checkpoints load on the CPU whatever the device (issue 17): loaded straight onto CUDA,
+    Adam's `step` tensors would live on the GPU and every resumed step would sync on them."""
+    import torch
+
+    from advhybrid.io import load_checkpoint, save_torch
+    model = torch.nn.Linear(4, 2)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    model(torch.randn(3, 4)).sum().backward()
+    opt.step()
+    save_torch(tmp_path / "ckpt.pt", {"opt": opt.state_dict()})
+    seen = {}
+    real_load = torch.load
+    monkeypatch.setattr(torch, "load", lambda *a, **k: seen.update(k) or real_load(*a, **k))
+    state = load_checkpoint(tmp_path / "ckpt.pt")
+    assert torch.device(seen.get("map_location")) == torch.device("cpu"), seen
+    fresh = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    fresh.load_state_dict(state["opt"])
+    steps = [s["step"] for s in fresh.state.values()]
+    assert steps and all(t.device.type == "cpu" and float(t) == 1 for t in steps)
