@@ -18,7 +18,7 @@ import numpy as np
 
 from advhybrid.attacks.whitebox import AutoAttackSettings, predict_fp32, to_inputs
 from advhybrid.data.subset import stratified_subset
-from advhybrid.device import pick_device, set_threads
+from advhybrid.device import pick_device, set_threads, strict_fp32
 from advhybrid.evaluation.figures import accuracy_vs_eps
 from advhybrid.evaluation.robustness import RobustnessSettings, compare_on_aes, split_figures, whitebox_figures
 from advhybrid.io import load_npz, save_csv, save_json
@@ -72,20 +72,9 @@ def main() -> None:
 
     details, headline, curve, preds = {}, {}, [], {}
     for key, model in models.items():
-        model = model.to(device).float().eval()
-        preds[key] = predict_fp32(model, test["images"], device, s.batch_size)
-        wb = whitebox_figures(model, x, y, s, key, check_convergence=key.startswith("fast_at/"))
-        details[key] = {"whitebox": wb, "hybrid_test": split_figures(preds[key], test)}
-        curve += [{"model": key, "eps_255": float(e), "accuracy": v["acc"]} for e, v in wb["pgd"].items()]
-        headline[key] = {"clean": wb["clean"]["acc"], "noise": wb["noise"]["acc"],
-                         **{f"pgd_{e}": v["acc"] for e, v in wb["pgd"].items()},
-                         "autoattack": wb["autoattack"]["acc"],
-                         "hybrid_real": details[key]["hybrid_test"]["real"]["acc"],
-                         "hybrid_adv": details[key]["hybrid_test"]["adversarial"]["acc"],
-                         "checks_failed": sum(not c["ok"] for c in wb["checks"].values())}
-        print(f"{key}: clean {wb['clean']['acc']:.3f}, PGD 8/255 {wb['pgd'].get('8', {}).get('acc', float('nan')):.3f}, "
-              f"AutoAttack {wb['autoattack']['acc']:.3f}; checks "
-              + ", ".join(f"{c}={'ok' if v['ok'] else 'FLAGGED'}" for c, v in wb["checks"].items()))
+        with strict_fp32():   # attacks and labels in true fp32 (no TF32 on CUDA)
+            details[key], headline[key], preds[key], rows = _evaluate(key, model, x, y, test, s, device)
+        curve += rows
     for n in names:
         details[f"defended/{n}"]["vs_baseline"] = compare_on_aes(preds[f"defended/{n}"], preds[f"baseline/{n}"], test)
     details["settings"] = {"n_images": n_images, "subset_class_counts": np.bincount(y.cpu().numpy(), minlength=10).tolist(),
@@ -95,6 +84,25 @@ def main() -> None:
     save_json("metrics/robustness.json", headline)
     save_csv("plots/robustness/pgd.csv", curve)
     accuracy_vs_eps("plots/robustness/pgd.png", curve, title=f"White-box PGD-{s.pgd_steps} ({n_images} Hybrid test real images)")
+
+
+def _evaluate(key: str, model, x, y, test: dict, s: RobustnessSettings, device) -> tuple[dict, dict, np.ndarray, list[dict]]:
+    """One model: its details, headline figures, Hybrid test predictions and PGD curve rows."""
+    model = model.to(device).float().eval()
+    preds = predict_fp32(model, test["images"], device, s.batch_size)
+    wb = whitebox_figures(model, x, y, s, key, check_convergence=key.startswith("fast_at/"))
+    details = {"whitebox": wb, "hybrid_test": split_figures(preds, test)}
+    curve = [{"model": key, "eps_255": float(e), "accuracy": v["acc"]} for e, v in wb["pgd"].items()]
+    headline = {"clean": wb["clean"]["acc"], "noise": wb["noise"]["acc"],
+                **{f"pgd_{e}": v["acc"] for e, v in wb["pgd"].items()},
+                "autoattack": wb["autoattack"]["acc"],
+                "hybrid_real": details["hybrid_test"]["real"]["acc"],
+                "hybrid_adv": details["hybrid_test"]["adversarial"]["acc"],
+                "checks_failed": sum(not c["ok"] for c in wb["checks"].values())}
+    print(f"{key}: clean {wb['clean']['acc']:.3f}, PGD 8/255 {wb['pgd'].get('8', {}).get('acc', float('nan')):.3f}, "
+          f"AutoAttack {wb['autoattack']['acc']:.3f}; checks "
+          + ", ".join(f"{c}={'ok' if v['ok'] else 'FLAGGED'}" for c, v in wb["checks"].items()))
+    return details, headline, preds, curve
 
 
 def _round_robin(labels: np.ndarray) -> np.ndarray:

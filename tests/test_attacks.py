@@ -554,3 +554,29 @@ def test_evaluate_at_k_skips_batches_the_target_gets_entirely_wrong():
     G = Generator(eps=0.5, width=4, n_res=1).eval()
     m = evaluate_at_k(target, G, images, labels, 1.0, CPU, batch_size=7)
     assert m["n_attacked"] == len(images) - 7
+
+
+class _RecordsPrecision(torch.nn.Module):
+    """Wraps a classifier and records the fp32 precision cuDNN and matmuls had at each forward."""
+
+    def __init__(self, inner: torch.nn.Module):
+        super().__init__()
+        self.inner, self.seen = inner, set()
+
+    def forward(self, x):
+        self.seen.add((torch.backends.cudnn.conv.fp32_precision, torch.backends.cuda.matmul.fp32_precision))
+        return self.inner(x)
+
+
+def test_k_search_and_fp32_labels_run_with_tf32_off_and_restore_it_after():
+    """On CUDA, TF32 is cuDNN's default for fp32 convolutions: a label decided at the boundary
+    under TF32 may flip in an fp32 re-check. The flag is global, so it is checked here on CPU."""
+    from advhybrid.attacks.whitebox import predict_fp32
+    before = (torch.backends.cudnn.conv.fp32_precision, torch.backends.cuda.matmul.fp32_precision)
+    target, G = _RecordsPrecision(tiny_target()), Generator(eps=0.5, width=4, n_res=1).eval()
+    images, _ = synthetic_cifar(1, seed=3)
+    labels = own_labels(target.inner, images)
+    k_search_batch(target, G, torch.as_tensor(images), torch.as_tensor(labels), torch.tensor([1.0]), CPU)
+    predict_fp32(target, images, CPU)
+    assert target.seen == {("ieee", "ieee")}, target.seen
+    assert (torch.backends.cudnn.conv.fp32_precision, torch.backends.cuda.matmul.fp32_precision) == before

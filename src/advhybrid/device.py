@@ -24,6 +24,20 @@ def pick_device(requested: str | None = None) -> torch.device:
     return device
 
 
+@contextlib.contextmanager
+def strict_fp32():
+    """fp32 that is really fp32 inside (a context manager or a decorator): on CUDA, cuDNN
+    convolutions and matmuls default to TF32 (10-bit mantissa), so a label decided at the
+    decision boundary could flip in an fp32 re-check. The CPU never uses TF32: a no-op there."""
+    conv, matmul = torch.backends.cudnn.conv, torch.backends.cuda.matmul
+    saved = conv.fp32_precision, matmul.fp32_precision
+    conv.fp32_precision = matmul.fp32_precision = "ieee"
+    try:
+        yield
+    finally:
+        conv.fp32_precision, matmul.fp32_precision = saved
+
+
 def cpu_bf16() -> bool:
     """bf16 autocast on the CPU? $ADVHYBRID_CPU_BF16=0/1 decides; otherwise only where the CPU
     has native bf16, since emulated bf16 is slower than fp32."""

@@ -19,7 +19,7 @@ from torch import nn
 from tqdm import tqdm
 
 from advhybrid.attacks.advgan import apply_perturbation, quantise, second_class
-from advhybrid.device import images_to_device, memory_format, to_float, to_uint8
+from advhybrid.device import images_to_device, memory_format, strict_fp32, to_float, to_uint8
 
 
 class KGridError(ValueError):
@@ -60,6 +60,7 @@ class KSearchResult:
 
 
 @torch.no_grad()
+@strict_fp32()
 def k_search_batch(
     target: nn.Module, G: nn.Module, x_u8: torch.Tensor, y: torch.Tensor, grid: torch.Tensor, device: torch.device
 ) -> dict[str, torch.Tensor]:
@@ -123,6 +124,7 @@ def run_k_search(
 
 
 @torch.no_grad()
+@strict_fp32()
 def evaluate_at_k(
     target: nn.Module,
     G: nn.Module,

@@ -16,7 +16,7 @@ import torchattacks
 from torch import nn
 from tqdm import tqdm
 
-from advhybrid.device import images_to_device, to_float
+from advhybrid.device import images_to_device, strict_fp32, to_float
 
 # fra31/auto-attack, version 'standard' for L-inf: the settings RobustBench reports with.
 AUTOATTACK_STANDARD = {
@@ -66,6 +66,7 @@ def correct(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int 
 
 
 @torch.no_grad()
+@strict_fp32()
 def predict_fp32(model: nn.Module, images_u8: np.ndarray, device: torch.device, batch_size: int = 500) -> np.ndarray:
     """Labels in fp32 whatever the device (no autocast): robustness figures are fp32 throughout."""
     out = []
