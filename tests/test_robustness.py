@@ -158,3 +158,10 @@ def test_clean_control_refuses_a_class_without_enough_eligible_images_naming_it(
         clean_control_indices(raw, hybrid_train, held, seed=0, class_names=["airplane"] + [f"c{i}" for i in range(1, 10)])
     idx = clean_control_indices(raw, hybrid_train, np.array([], np.int64), seed=0)
     assert len(idx) == 20 and len(np.unique(idx)) == 20
+
+
+def test_an_underflowing_p_value_reads_as_p_below_the_printed_digits():
+    d = fake_details(acc(0.0, 0.0, 0.008))
+    d["defended/resnet50"]["vs_baseline"]["adversarial"]["p_mcnemar"] = 0.0
+    text = "\n".join(verdict.sentences(d, {}, []))
+    assert "McNemar p < 1e-4" in text and "p = <" not in text

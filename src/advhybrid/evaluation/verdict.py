@@ -23,7 +23,8 @@ def _pct(v: float | None) -> str:
 
 
 def _p(p: float) -> str:
-    return f"{p:.2g}" if p >= 1e-4 else "< 1e-4"
+    """`p = 0.03`, or `p < 1e-4` where the exact test's p-value underflows the printed digits."""
+    return f"p = {p:.2g}" if p >= 1e-4 else "p < 1e-4"
 
 
 def _holds(d: dict, b: dict) -> bool:
@@ -76,10 +77,10 @@ def sentences(details: dict[str, Any], adaptive: dict[str, Any], seeds: list[dic
             how = (f"{abs(100 * c['diff']):.1f} points [{100 * c['diff_low']:.1f}, {100 * c['diff_high']:.1f}] "
                    + ("better" if c["diff"] > 0 else "worse") + " than")
         out.append(f"- Trained on Hybrid CIFAR-10, {nice} classifies the Hybrid test AEs {how} the same network "
-                   f"trained on clean images ({c['n']:,} AEs; McNemar p = {_p(c['p_mcnemar'])}).")
+                   f"trained on clean images ({c['n']:,} AEs; McNemar {_p(c['p_mcnemar'])}).")
         rv = d["hybrid_test"]["real_vs_adversarial"]
         out.append(f"  On the same sources it scores {100 * rv['acc_a']:.1f}% on the real images and {100 * rv['acc_b']:.1f}% "
-                   f"on their AEs (McNemar p = {_p(rv['p_mcnemar'])}).")
+                   f"on their AEs (McNemar {_p(rv['p_mcnemar'])}).")
         pd, pb = d["whitebox"]["pgd"].get("8"), base["whitebox"]["pgd"].get("8")
         if pd and pb:
             fat = next((v["whitebox"]["pgd"].get("8") for k, v in details.items() if k.startswith("fast_at/")), None)
