@@ -165,3 +165,12 @@ def test_an_underflowing_p_value_reads_as_p_below_the_printed_digits():
     d["defended/resnet50"]["vs_baseline"]["adversarial"]["p_mcnemar"] = 0.0
     text = "\n".join(verdict.sentences(d, {}, []))
     assert "McNemar p < 1e-4" in text and "p = <" not in text
+
+
+def test_the_report_breaks_the_hybrid_aes_down_by_the_target_that_made_them():
+    d = fake_details(acc(0.0, 0.0, 0.008))
+    d["defended/resnet50"]["hybrid_test"]["adversarial_by_target"] = {
+        "resnet56": {"n": 40, "acc": 0.5, "low": 0.35, "high": 0.65}, "vgg19bn": {"n": 60, "acc": 0.25, "low": 0.16, "high": 0.37}}
+    text = "\n".join(verdict.transfer(d))
+    assert "| model | resnet56 AEs | vgg19bn AEs |" in text
+    assert "| defended ResNet-50 | 50.0 [35.0, 65.0] | 25.0 [16.0, 37.0] |" in text and "resnet56 40, vgg19bn 60" in text

@@ -104,6 +104,22 @@ def sentences(details: dict[str, Any], adaptive: dict[str, Any], seeds: list[dic
     return out
 
 
+def transfer(details: dict[str, Any]) -> list[str]:
+    """Accuracy on the Hybrid test AEs split by the target model each AE was made against."""
+    models = [k for k in details if k != "settings" and "adversarial_by_target" in details[k]["hybrid_test"]]
+    if not models:
+        return []
+    targets = list(details[models[0]]["hybrid_test"]["adversarial_by_target"])
+    rows = [f"| model | {' | '.join(f'{t} AEs' for t in targets)} |", "|---|" + "---|" * len(targets)]
+    for key in models:
+        by = details[key]["hybrid_test"]["adversarial_by_target"]
+        kind, name = key.split("/")
+        rows.append(f"| {kind} {NAMES.get(name, name)} | " + " | ".join(_ci(by[t]) if t in by else "—" for t in targets) + " |")
+    n = ", ".join(f"{t} {details[models[0]]['hybrid_test']['adversarial_by_target'][t]['n']:,}" for t in targets)
+    return ["Transfer, broken down: accuracy (%) on the Hybrid test AEs by the target model that made them "
+            f"({n} AEs), with Wilson 95% intervals.", "", *rows, ""]
+
+
 def checks(details: dict[str, Any]) -> list[str]:
     flagged = [f"{k}: {c} ({v['detail']})" for k, d in details.items() if k != "settings"
                for c, v in d["whitebox"]["checks"].items() if not v["ok"]]
@@ -123,4 +139,5 @@ def section(details: dict[str, Any], adaptive: dict[str, Any], seeds: list[dict[
             f"{s.get('pgd_restarts', '?')} restarts; AutoAttack on the first {s.get('autoattack_images', '?')}); "
             "Hybrid test AEs: the whole split. Accuracies in % with Wilson 95% intervals "
             "(reports/robustness.json has every figure, plots/robustness/pgd.png the curves).", "",
-            *table(details, adaptive), "", *sentences(details, adaptive, seeds), "", *checks(details), ""]
+            *table(details, adaptive), "", *sentences(details, adaptive, seeds), "", *transfer(details),
+            *checks(details), ""]
