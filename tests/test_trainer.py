@@ -280,3 +280,35 @@ def test_a_resumed_adam_keeps_its_step_counters_on_the_cpu(tmp_path, monkeypatch
     fresh.load_state_dict(state["opt"])
     steps = [s["step"] for s in fresh.state.values()]
     assert steps and all(t.device.type == "cpu" and float(t) == 1 for t in steps)
+
+
+def test_checkpoints_every_n_epochs_resume_from_the_last_written_one(tmp_path, monkeypatch):
+    monkeypatch.setenv("ADVHYBRID_CHECKPOINT_EVERY", "3")
+    x, y = data()
+    cfg = TrainConfig(epochs=4, batch_size=32, restart_epochs=2)
+    full, _ = fit(tiny_model(), (x, y), (x, y), cfg, CPU)
+    ckpt = tmp_path / "ckpt.pt"
+    written = []
+
+    def record_then_die(row):
+        written.append(torch.load(ckpt, weights_only=False)["epoch"] if ckpt.exists() else None)
+        if row["epoch"] == 3:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        fit(tiny_model(), (x, y), (x, y), cfg, CPU, checkpoint=ckpt, on_epoch=record_then_die)
+    assert written == [None, None, 3]
+    state = torch.load(ckpt, weights_only=False)
+    # best weights are stored only when they are not the checkpoint's own
+    assert (state["best_state"] is None) == (state["best_epoch"] == 3)
+    resumed, hist = fit(tiny_model(), (x, y), (x, y), cfg, CPU, checkpoint=ckpt)
+    assert [r["epoch"] for r in hist] == [1, 2, 3, 4]
+    for pa, pb in zip(full.parameters(), resumed.parameters()):
+        torch.testing.assert_close(pa, pb)
+
+
+def test_a_bad_checkpoint_interval_names_the_variable(monkeypatch):
+    from advhybrid.training.trainer import checkpoint_every
+    monkeypatch.setenv("ADVHYBRID_CHECKPOINT_EVERY", "0")
+    with pytest.raises(ValueError, match="ADVHYBRID_CHECKPOINT_EVERY='0'"):
+        checkpoint_every()

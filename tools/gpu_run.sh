@@ -80,6 +80,8 @@ EOF
   printf '#!/bin/sh\nexec %s "$@"\n' "$(command -v "$PYTHON")" >/tmp/advhybrid-bin/python
   chmod +x /tmp/advhybrid-bin/python
   export PATH=/tmp/advhybrid-bin:$PATH PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1 DVC_NO_ANALYTICS=1 TQDM_MININTERVAL=30
+  # a checkpoint every 5 epochs: a full-width ResNet-50's is 280 MB and an epoch a few seconds
+  export ADVHYBRID_CHECKPOINT_EVERY=${ADVHYBRID_CHECKPOINT_EVERY:-5}
 }
 
 # prepare DIR override...: fresh code in DIR (outputs, cache, checkpoints stay), params.yaml composed

@@ -127,6 +127,20 @@ def saved_epoch(history: list[dict], select_best: bool = True) -> dict:
     return max(history, key=lambda r: r["val_acc"]) if select_best else history[-1]
 
 
+def checkpoint_every() -> int:
+    """Epochs between checkpoints: $ADVHYBRID_CHECKPOINT_EVERY, default 1. A full-width ResNet-50's
+    checkpoint is about 280 MB (weights and AdamW's two moments); on a GPU epochs take seconds,
+    so tools/gpu_run.sh writes every few. The last epoch is always written; results do not change."""
+    raw = os.environ.get("ADVHYBRID_CHECKPOINT_EVERY", "1")
+    try:
+        n = int(raw)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise ValueError(f"$ADVHYBRID_CHECKPOINT_EVERY={raw!r}: expected a whole number of epochs >= 1")
+    return n
+
+
 def fit(
     model: torch.nn.Module,
     train: tuple[np.ndarray, np.ndarray],
@@ -187,7 +201,10 @@ def fit(
             gen.set_state(state["gen"].cpu())
             torch.set_rng_state(state["cpu_rng"].cpu())
             history, start = state["history"], state["epoch"]
-            best = (state["best_acc"], state["best_state"], state["best_epoch"])
+            best_state = state["best_state"]
+            if best_state is None and state["best_epoch"] == start:  # the best epoch was the saved one
+                best_state = {k: t.detach().cpu().clone() for k, t in model.state_dict().items()}
+            best = (state["best_acc"], best_state, state["best_epoch"])
             tqdm.write(f"{name}: resumed from {ckpt_path} after epoch {start}")
         else:
             tqdm.write(f"{name}: ignoring {ckpt_path}, written by another configuration")
@@ -249,12 +266,13 @@ def fit(
             + (f" val_acc {row['val_acc']:.4f}" if val is not None else "")
             + f" ({row['seconds']:.1f}s)"
         )
-        if ckpt_path:
+        if ckpt_path and ((epoch + 1) % checkpoint_every() == 0 or epoch + 1 == cfg.epochs):
+            # What a resume needs and no more: the best weights only when they are not these.
             save_torch(ckpt_path, {
                 "key": run_key, "epoch": epoch + 1, "model": model.state_dict(),
                 "opt": opt.state_dict(), "sched": sched.state_dict(),
-                "gen": gen.get_state(), "cpu_rng": torch.get_rng_state(),
-                "history": history, "best_acc": best[0], "best_state": best[1], "best_epoch": best[2],
+                "gen": gen.get_state(), "cpu_rng": torch.get_rng_state(), "history": history,
+                "best_acc": best[0], "best_state": None if best[2] == epoch + 1 else best[1], "best_epoch": best[2],
             })
         if on_epoch:
             on_epoch(row)
