@@ -56,6 +56,17 @@ STAGES = ["download_cifar", "train_targets", "train_gan", "generate_adversarial"
           "report"]
 
 
+def assert_lock_lists_every_stage(lock: dict) -> None:
+    """Every stage of this scale is in dvc.lock. Entries beyond them may only be foreach items
+    this scale does not generate (main's committed lock has the reference scale's seed@2, and
+    DVC keeps the lock entry of a foreach item that the params no longer produce)."""
+    stages = set(lock["stages"])
+    missing = set(STAGES) - stages
+    assert not missing, f"stages missing from dvc.lock: {sorted(missing)}"
+    extra = stages - set(STAGES)
+    assert all("@" in e for e in extra), f"dvc.lock has stages dvc.yaml does not define: {sorted(extra)}"
+
+
 def pipeline_env() -> dict[str, str]:
     """The environment stage commands need: the venv's python and dvc first on PATH, a git identity."""
     env = dict(os.environ)

@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-from conftest import REPO, STAGES, copy_checkout, pipeline_env
+from conftest import REPO, STAGES, assert_lock_lists_every_stage, copy_checkout, pipeline_env
 
 # Hydra overrides that shrink image counts and epochs, and nothing else. Every training stage
 # still does one full step at the paper's batch size (100 for targets and defended models);
@@ -211,7 +211,7 @@ def paper_dry_repo(tmp_path_factory, shared_cifar_archive) -> dict:
 def test_every_stage_runs_and_dvc_sees_it_complete(paper_dry_repo):
     root = paper_dry_repo["root"]
     lock = yaml.safe_load((root / "dvc.lock").read_text())
-    assert sorted(lock["stages"]) == sorted(STAGES)
+    assert_lock_lists_every_stage(lock)
     assert json.loads(run(["dvc", "status", "--json"], root).stdout) == {}
     on_disk = yaml.safe_load((root / "params.yaml").read_text())
     assert on_disk == paper_dry_repo["params"], "dvc repro must use the composed params.yaml as is"

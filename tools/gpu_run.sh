@@ -130,7 +130,9 @@ start() {
   [ -n "${REPRO_TARGETS+x}" ] && echo "$REPRO_TARGETS" >"$dir/targets.txt"
   local targets; targets=$(cat "$dir/targets.txt" 2>/dev/null || true)
   echo "dvc repro ${targets:-(every stage)}"
-  (cd "$dir" && setsid bash -c "'$PYTHON' -m dvc repro $targets >>repro.log 2>&1; echo \$? >repro.rc" </dev/null >/dev/null 2>&1 &
+  # (cd first on its own: `cd && setsid ... &` would put the cd in the background job too)
+  (cd "$dir" || exit 1
+   setsid bash -c "'$PYTHON' -m dvc repro $targets >>repro.log 2>&1; echo \$? >repro.rc" </dev/null >/dev/null 2>&1 &
    echo $! >repro.pid)
   sleep 1
   say "dvc repro started in $dir (pid $(cat "$dir/repro.pid"))"
