@@ -20,7 +20,7 @@ endif
 # OpenMP threads that spin while waiting starve any other job on the same cores.
 export OMP_WAIT_POLICY ?= PASSIVE
 
-.PHONY: venv test smoke reference paper bench compare clean-venv
+.PHONY: venv test smoke reference paper bench compare show clean-venv
 
 $(BIN)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -49,6 +49,11 @@ paper: venv
 # A pull request's view: OLD (default main) against NEW (default the workspace), see tools/compare.py.
 compare: venv
 	PATH=$(abspath $(BIN)):$$PATH $(BIN)/python tools/compare.py $(or $(OLD),main) $(or $(NEW),workspace) -o reports/compare.md
+
+# `dvc exp show` for a terminal: only what differs between the experiments, short headers, tables
+# no wider than $$COLUMNS (default 200). SHOW_ARGS="--all" shows every column; "-- -A" every commit.
+show:  # no `venv` prerequisite: it reads results, so it must never reinstall anything
+	PATH=$(abspath $(BIN)):$$PATH $(BIN)/python tools/show.py $(SHOW_ARGS)
 
 bench: venv
 	$(BIN)/python bench/train_throughput.py

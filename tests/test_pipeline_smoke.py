@@ -27,17 +27,36 @@ def test_dag_chains_the_papers_method(smoke_repo):
         assert f'"{a}" -> "{b}"' in dag, (a, b, dag)
 
 
-def test_metrics_show_lists_every_figure(smoke_repo):
+def _flat(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out |= _flat(v, f"{prefix}{k}.")
+        else:
+            out[prefix + k] = v
+    return out
+
+
+def test_metrics_show_is_a_few_flat_numbers_per_row(smoke_repo):
     shown = json.loads(run(["dvc", "metrics", "show", "--json"], smoke_repo).stdout)
-    files = next(iter(shown.values()))["data"]
-    expected = ["metrics/targets.json", "metrics/gan.json", "metrics/adversarial.json", "metrics/hybrid.json",
-                "metrics/validation.json", "metrics/eval_mixed.json"] + \
-               [f"metrics/train/{m}.json" for m in ("resnet50", "vgg19bn", "shufflenetv2", "repvgg_a2")]
-    for f in expected:
-        assert f in files and files[f].get("data"), f
-    targets = files["metrics/targets.json"]["data"]
-    assert set(targets) == {"resnet56", "vgg19bn", "mobilenetv2", "shufflenetv2", "repvgg_a2"}
-    assert all(0.0 <= t["test_acc"] <= 1.0 for t in targets.values())
+    files = {f: _flat(v["data"]) for f, v in next(iter(shown.values()))["data"].items()}
+    models = ("resnet50", "vgg19bn", "shufflenetv2", "repvgg_a2")
+    targets = ("resnet56", "vgg19bn", "mobilenetv2", "shufflenetv2", "repvgg_a2")
+    expected = ([f"metrics/summary/models/{m}.json" for m in models]
+                + [f"metrics/summary/controls/{m}.json" for m in (*models, "fast_at")]
+                + [f"metrics/summary/targets/{t}.json" for t in targets]
+                + ["metrics/summary/hybrid.json", "metrics/summary/goals/target_clean_acc.json"])
+    assert set(expected) <= set(files), sorted(files)
+    assert all(f.startswith("metrics/summary/") for f in files), "a stage record is still declared a metric"
+    values = [v for figures in files.values() for v in figures.values()]
+    assert all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values), files
+    assert len(values) <= 80, f"{len(values)} figures: `dvc exp show` would not fit a terminal"
+    assert all(0.0 <= files[f"metrics/summary/targets/{t}.json"]["acc"] <= 1.0 for t in targets)
+    assert files["metrics/summary/hybrid.json"]["failed"] == 0
+    assert set(files["metrics/summary/goals/target_clean_acc.json"]) == {"worst", "met"}
+    # the records the figures come from stay whole, as plain outputs the report reads
+    validation = json.loads((smoke_repo / "metrics/validation.json").read_text())
+    assert files["metrics/summary/hybrid.json"]["checks"] == len(validation["checks"])
 
 
 def test_training_curves_and_report_are_written(smoke_repo):

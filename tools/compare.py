@@ -105,6 +105,15 @@ def _json_at(root: Path, side: Side, path: str) -> dict | None:
     return json.loads(raw) if raw else None
 
 
+# Where the goals record lives: reports/ since the flat metrics layout; metrics/ in older commits,
+# which a pull request still compares against.
+GOALS_PATHS = ("reports/goals.json", "metrics/goals.json")
+
+
+def _goals_at(root: Path, side: Side) -> dict | None:
+    return next((g for g in (_json_at(root, side, p) for p in GOALS_PATHS) if g), None)
+
+
 # --- the sections ---------------------------------------------------------------------------------
 
 def _fmt(v: Any) -> str:
@@ -155,7 +164,7 @@ def goals_section(ga: dict | None, gb: dict | None, a: Side, b: Side) -> list[st
         return f"{'met' if x['met'] else '**missed**'} ({_fmt(x['worst'])}, {x['worst_model']})"
     names = list(dict.fromkeys([*(ga or {}), *(gb or {})]))
     rows = [[n, _fmt((gb or ga)[n]["goal"] if n in (gb or ga) else None), cell(ga, n), cell(gb, n)] for n in names]
-    return ["## Goals (metrics/goals.json)", "",
+    return ["## Goals (reports/goals.json)", "",
             *_table(["goal", "target", f"{a.label}: status (worst, model)", f"{b.label}: status (worst, model)"], rows), ""]
 
 
@@ -309,7 +318,7 @@ def compare(root: Path, old: str, new: str, out: Path) -> str:
     pdiff = dvc_json(root, "params", "diff", *_revs(a, b))
     mdiff = dvc_json(root, "metrics", "diff", *_revs(a, b), "--all")
     lines += params_section(pdiff) + metrics_section(mdiff)
-    lines += goals_section(_json_at(root, a, "metrics/goals.json"), _json_at(root, b, "metrics/goals.json"), a, b)
+    lines += goals_section(_goals_at(root, a), _goals_at(root, b), a, b)
     lines += verdict_section(verdicts(_json_at(root, a, "reports/robustness.json")),
                              verdicts(_json_at(root, b, "reports/robustness.json")), a, b)
     lines += plots_section(root, a, b, out.parent / (out.stem + "_plots"), out.parent)

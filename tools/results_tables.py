@@ -40,11 +40,11 @@ def main() -> None:
         print(f"| {n} | {Section(params['train'], 'train', 'params.yaml').per_model('width', n, float):g} | {m['params']:,} | {m['epochs']} | {m['loss']:.4f} | {100 * m['train_acc']:.2f}% | {100 * m['val_acc']:.2f}% "
               f"| {100 * m['test_acc']:.2f}% | {100 * m['precision']:.2f}% | {100 * m['recall']:.2f}% "
               f"| {100 * m['test_acc_real']:.2f}% | {100 * m['test_acc_adv']:.2f}% |")
-    if Path("metrics/goals.json").is_file():
-        print("\nGoals (metrics/goals.json; each must hold for the worst model):\n")
+    if Path("reports/goals.json").is_file():
+        print("\nGoals (reports/goals.json; each must hold for the worst model):\n")
         print("| goal | target | worst (model) | status |")
         print("|---|---|---|---|")
-        for name, goal in load("goals").items():
+        for name, goal in json.loads(Path("reports/goals.json").read_text()).items():
             count = name in COUNT_GOALS
             fmt = (lambda v: f"{v:,.0f}") if count else (lambda v: f"{100 * v:.1f}%")  # noqa: E731
             worst = "n/a" if goal["worst"] is None else fmt(goal["worst"])

@@ -69,107 +69,134 @@ def goals_section(goals: dict[str, dict[str, Any]]) -> list[str]:
         rows.append([name, f"≥ {fmt(int(g['goal']) if name in COUNT_GOALS else g['goal'], 0)}",
                      "met" if g["met"] else "**missed**",
                      f"{fmt(g['worst'], 1)} ({g['worst_model']})", ours, _paper_for_goal(name)])
-    return ["## Goals for this scale (metrics/goals.json)", "",
+    return ["## Goals for this scale (reports/goals.json)", "",
             "Each goal holds for the worst model, not the mean; GAN success is over the test images "
             "the target classifies correctly, at k = 1 (L∞ ≤ 8/255).", "",
             _table(["goal", "target", "status", "worst (model)", "ours, per model (%)", "paper (%)"], rows), ""]
 
 
-def render(m: dict[str, Any], params: dict[str, Any], hashes: dict[str, str], command: str,
-           goals: dict[str, dict[str, Any]] | None = None) -> str:
-    """`m` holds the parsed metrics files: targets, gan, adversarial, hybrid, validation, train, eval_mixed;
-    `goals` what `evaluation.goals.check_goals` made of them."""
-    out = ["# Results: Hybrid CIFAR-10, ours beside the paper's", "",
-           f"Produced by `{command}` (scale `{params.get('scale_info', {}).get('name', '?')}`: "
-           f"{params.get('scale_info', {}).get('description', '')}). "
-           "Columns marked *paper* are copied from Truong Phi Ho et al. (2024); all others are measured "
-           "by this pipeline. Regenerate with `dvc repro report`.", ""]
-    if m.get("robustness"):
-        out += verdict.section(m["robustness"], m.get("adaptive", {}), m.get("seeds", []))
-    else:
-        out += ["## Does the defence hold?", "",
-                "Not in this state: the robustness study's stages have not run "
-                "(`dvc repro eval_robustness adaptive_attack report`).", ""]
-    if goals:
-        out += goals_section(goals)
+def header(params: dict[str, Any], command: str) -> list[str]:
+    return ["# Results: Hybrid CIFAR-10, ours beside the paper's", "",
+            f"Produced by `{command}` (scale `{params.get('scale_info', {}).get('name', '?')}`: "
+            f"{params.get('scale_info', {}).get('description', '')}). "
+            "Columns marked *paper* are copied from Truong Phi Ho et al. (2024); all others are measured "
+            "by this pipeline. Regenerate with `dvc repro report`.", ""]
 
-    t = m.get("targets", {})
-    out += ["## Target models (clean CIFAR-10 test accuracy, %)", "",
+
+def defence_section(m: dict[str, Any]) -> list[str]:
+    if m.get("robustness_details"):
+        return verdict.section(m["robustness_details"], m.get("adaptive", {}), m.get("seeds", []))
+    return ["## Does the defence hold?", "",
+            "Not in this state: the robustness study's stages have not run "
+            "(`dvc repro eval_robustness adaptive_attack report`).", ""]
+
+
+def targets_section(t: dict[str, Any]) -> list[str]:
+    return ["## Target models (clean CIFAR-10 test accuracy, %)", "",
             _table(["target", "ours", "paper (II-D)", "gap"], [
                 [n, pct(v["test_acc"]), PAPER_TARGETS.get(n, "—"),
                  f"{100 * v['test_acc'] - PAPER_TARGETS[n]:+.2f}" if n in PAPER_TARGETS else "—"]
                 for n, v in t.items()]), ""]
 
-    adv = m.get("adversarial", {})
+
+def _numeric_table(per_target: dict[str, dict[str, Any]]) -> str:
+    first = next(iter(per_target.values()))
+    keys = [k for k in first if isinstance(first[k], (int, float))]
+    return _table(["target"] + keys, [[n] + [_num(v[k]) for k in keys] for n, v in per_target.items()])
+
+
+def attack_section(adv: dict[str, Any], gan: dict[str, Any]) -> list[str]:
+    out = []
     if adv:
-        keys = [k for k in next(iter(adv.values())) if isinstance(next(iter(adv.values()))[k], (int, float))]
-        out += ["## The GAN attack (generate_adversarial)", "",
-                _table(["target"] + keys, [[n] + [_num(v[k]) for k in keys] for n, v in adv.items()]), ""]
-    gan = m.get("gan", {})
+        out += ["## The GAN attack (generate_adversarial)", "", _numeric_table(adv), ""]
     if gan:
-        keys = [k for k in next(iter(gan.values())) if isinstance(next(iter(gan.values()))[k], (int, float))]
-        out += ["GAN at the default k (held-out clean test images, metrics/gan.json):", "",
-                _table(["target"] + keys, [[n] + [_num(v[k]) for k in keys] for n, v in gan.items()]), ""]
+        out += ["GAN at the default k (held-out clean test images, metrics/gan.json):", "", _numeric_table(gan), ""]
+    return out
 
-    hy = m.get("hybrid", {})
-    if hy:
-        splits = hy.get("splits", {})
-        classes = list(PAPER_TABLE1_TRAIN)
-        rows = [[c] + [f"{splits[s]['per_class'][c]['real']:,} / {splits[s]['per_class'][c]['adversarial']:,}"
-                       for s in splits] + [f"{PAPER_TABLE1_TRAIN[c]:,} / {PAPER_TABLE1_TRAIN[c]:,}", "500 / 500", "500 / 500"]
-                for c in classes if all(c in splits[s].get("per_class", {}) for s in splits)]
-        rows.append(["total"] + [f"{splits[s]['real']:,} / {splits[s]['adversarial']:,}" for s in splits]
-                    + [f"{sum(PAPER_TABLE1_TRAIN.values()):,} / {sum(PAPER_TABLE1_TRAIN.values()):,}", "5,000 / 5,000", "5,000 / 5,000"])
-        out += ["## Table 1: the Hybrid CIFAR-10 splits (real / AEs)", "",
-                "Ours: pairs of a real image and one AE made from it, grouped by source image.", "",
-                _table(["class"] + [f"{s} (ours)" for s in splits] + ["train (paper)", "val (paper)", "test (paper)"], rows), "",
-                f"Pool: {hy.get('pool', {})}.", "",
-                f"Paper: training {sum(PAPER_TABLE1_TRAIN.values()):,} real + "
-                f"{sum(PAPER_TABLE1_TRAIN.values()):,} AEs (per class "
-                + ", ".join(f"{c} {n:,}" for c, n in PAPER_TABLE1_TRAIN.items())
-                + "); validation and testing 500 real + 500 AEs per class.", ""]
-    val = m.get("validation", {})
-    if val:
-        checks = list(val.get("checks", {}).values())  # {check name: record}: count the records, not the keys
-        failed = [c["expectation"] if "expectation" in c else c for c in checks if not c.get("success", True)]
-        out += [f"Great Expectations validation: {len(checks)} checks, {len(failed)} failed "
-                "(metrics/validation.json, reports/validation/).", ""]
 
-    tr = m.get("train", {})
-    out += ["## Table 2: training the defended models on Hybrid CIFAR-10", "",
+def table1_section(hy: dict[str, Any]) -> list[str]:
+    if not hy:
+        return []
+    splits = hy.get("splits", {})
+    paper_total = f"{sum(PAPER_TABLE1_TRAIN.values()):,}"
+    rows = [[c] + [f"{splits[s]['per_class'][c]['real']:,} / {splits[s]['per_class'][c]['adversarial']:,}"
+                   for s in splits] + [f"{PAPER_TABLE1_TRAIN[c]:,} / {PAPER_TABLE1_TRAIN[c]:,}", "500 / 500", "500 / 500"]
+            for c in PAPER_TABLE1_TRAIN if all(c in splits[s].get("per_class", {}) for s in splits)]
+    rows.append(["total"] + [f"{splits[s]['real']:,} / {splits[s]['adversarial']:,}" for s in splits]
+                + [f"{paper_total} / {paper_total}", "5,000 / 5,000", "5,000 / 5,000"])
+    return ["## Table 1: the Hybrid CIFAR-10 splits (real / AEs)", "",
+            "Ours: pairs of a real image and one AE made from it, grouped by source image.", "",
+            _table(["class"] + [f"{s} (ours)" for s in splits] + ["train (paper)", "val (paper)", "test (paper)"], rows), "",
+            f"Pool: {hy.get('pool', {})}.", "",
+            f"Paper: training {paper_total} real + {paper_total} AEs (per class "
+            + ", ".join(f"{c} {n:,}" for c, n in PAPER_TABLE1_TRAIN.items())
+            + "); validation and testing 500 real + 500 AEs per class.", ""]
+
+
+def validation_section(val: dict[str, Any]) -> list[str]:
+    if not val:
+        return []
+    checks = list(val.get("checks", {}).values())  # {check name: record}: count the records, not the keys
+    failed = [c for c in checks if not c.get("success", True)]
+    return [f"Great Expectations validation: {len(checks)} checks, {len(failed)} failed "
+            "(metrics/validation.json, reports/validation/).", ""]
+
+
+def table2_section(tr: dict[str, Any]) -> list[str]:
+    return ["## Table 2: training the defended models on Hybrid CIFAR-10", "",
             _table(["model", "epochs", "loss", "train acc", "test acc", "precision", "recall",
                     "test acc real", "test acc AEs", "paper: epochs, loss, train, test, precision, recall"],
                    [[PAPER_NAMES.get(n, n), v["epochs"], f"{v['loss']:.4f}", pct(v["train_acc"]), pct(v["test_acc"]),
                      pct(v["precision"]), pct(v["recall"]), pct(v["test_acc_real"]), pct(v["test_acc_adv"]),
                      ", ".join(str(x) for x in PAPER_TABLE2.get(n, ())) or "—"] for n, v in tr.items()]), ""]
 
-    em = m.get("eval_mixed", {})
+
+def _mixed_row(n: str, at: dict[str, Any], paper: tuple) -> list[str]:
+    r, a = at["acc_real"], at["acc_adv"]
+    return [PAPER_NAMES.get(n, n),
+            f"{pct(r['mean'])} [{pct(r['low'])}, {pct(r['high'])}]",
+            f"{pct(a['mean'])} [{pct(a['low'])}, {pct(a['high'])}]",
+            paper[0], paper[1],
+            f"{100 * r['mean'] - paper[0]:+.2f} / {100 * a['mean'] - paper[1]:+.2f}" if paper[0] != "—" else "—"]
+
+
+def mixed_sections(em: dict[str, Any]) -> list[str]:
+    """Tables 3 to 5: the real/AE mixes, one table per adversarial share."""
+    out = []
     for i, f in enumerate(sorted(PAPER_MIXED), start=3):
         key = ratio_key(f)
-        rows = []
-        for n, v in em.get("models", {}).items():
-            if key not in v:
-                continue
-            r, a = v[key]["acc_real"], v[key]["acc_adv"]
-            paper = PAPER_MIXED[f].get(n, ("—", "—"))
-            rows.append([PAPER_NAMES.get(n, n),
-                         f"{pct(r['mean'])} [{pct(r['low'])}, {pct(r['high'])}]",
-                         f"{pct(a['mean'])} [{pct(a['low'])}, {pct(a['high'])}]",
-                         paper[0], paper[1],
-                         f"{100 * r['mean'] - paper[0]:+.2f} / {100 * a['mean'] - paper[1]:+.2f}" if paper[0] != "—" else "—"])
+        rows = [_mixed_row(n, v[key], PAPER_MIXED[f].get(n, ("—", "—")))
+                for n, v in em.get("models", {}).items() if key in v]
         if rows:
             out += [f"## Table {i}: {round(100 * (1 - f))}% real, {round(100 * f)}% AEs "
                     f"({em.get('n_images')} images, mean [95% interval] over {em.get('draws')} draws)", "",
                     _table(["model", "real (ours)", "AEs (ours)", "real (paper)", "AEs (paper)", "gap real / AEs"], rows), ""]
+    return out
 
-    out += ["## Whole Hybrid test split", "",
+
+def whole_test_section(em: dict[str, Any]) -> list[str]:
+    return ["## Whole Hybrid test split", "",
             _table(["model", "accuracy", "precision", "recall", "real", "AEs"],
                    [[PAPER_NAMES.get(n, n)] + [pct(v["whole_test"][k]) for k in ("accuracy", "precision", "recall", "acc_real", "acc_adv")]
                     for n, v in em.get("models", {}).items()]), ""]
 
-    out += ["## Provenance", "", "Data (md5, as DVC records it):", "",
+
+def provenance_section(params: dict[str, Any], hashes: dict[str, str]) -> list[str]:
+    return ["## Provenance", "", "Data (md5, as DVC records it):", "",
             _table(["file", "md5"], [[k, v] for k, v in hashes.items()]), "",
             "Params (params.yaml as composed for this run):", "", "```json", _short_json(params), "```", ""]
+
+
+def render(m: dict[str, Any], params: dict[str, Any], hashes: dict[str, str], command: str,
+           goals: dict[str, dict[str, Any]] | None = None) -> str:
+    """reports/results.md: `m` holds the stages' records (evaluation.records.load_records), `goals`
+    what `evaluation.goals.check_goals` made of them. One section per table, in reading order."""
+    out = header(params, command) + defence_section(m) + (goals_section(goals) if goals else [])
+    out += targets_section(m.get("targets", {})) + attack_section(m.get("adversarial", {}), m.get("gan", {}))
+    out += table1_section(m.get("hybrid", {})) + validation_section(m.get("validation", {}))
+    out += table2_section(m.get("train", {}))
+    em = m.get("eval_mixed", {})
+    out += mixed_sections(em) + whole_test_section(em) + provenance_section(params, hashes)
     return "\n".join(out)
 
 
