@@ -103,9 +103,14 @@ def check_images(path: str | os.PathLike, images: np.ndarray) -> None:
         )
 
 
+def json_text(obj: Any) -> str:
+    """The one JSON layout of every metrics file (`dvc metrics diff` reads it; people too)."""
+    return json.dumps(obj, indent=2, sort_keys=False) + "\n"
+
+
 def save_json(path: str | os.PathLike, obj: Any) -> None:
     with atomic_path(path, suffix=".json") as tmp:
-        tmp.write_text(json.dumps(obj, indent=2, sort_keys=False) + "\n")
+        tmp.write_text(json_text(obj))
 
 
 def save_text(path: str | os.PathLike, text: str) -> None:
@@ -113,14 +118,18 @@ def save_text(path: str | os.PathLike, text: str) -> None:
         tmp.write_text(text)
 
 
-def save_csv(path: str | os.PathLike, rows: Sequence[Mapping[str, Any]]) -> None:
-    """Write a list of flat dicts as CSV (the format `dvc plots` reads best)."""
+def csv_text(rows: Sequence[Mapping[str, Any]], path: str | os.PathLike = "CSV") -> str:
+    """A list of flat dicts as CSV (the format `dvc plots` reads best)."""
     if not rows:
         raise ValueError(f"{path}: refusing to write an empty CSV")
     cols = list(rows[0])
     lines = [",".join(cols)]
     lines += [",".join(_fmt(r[c]) for c in cols) for r in rows]
-    save_text(path, "\n".join(lines) + "\n")
+    return "\n".join(lines) + "\n"
+
+
+def save_csv(path: str | os.PathLike, rows: Sequence[Mapping[str, Any]]) -> None:
+    save_text(path, csv_text(rows, path))
 
 
 def _fmt(v: Any) -> str:
