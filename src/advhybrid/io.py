@@ -22,6 +22,9 @@ class ContractError(ValueError):
     """A stage input does not have the shape, keys or dtypes the contract promises."""
 
 
+NUM_CLASSES = 10  # CIFAR-10: every array of labels that crosses a stage boundary holds 0..9
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
     """Yield a temporary path in the target's folder; rename it onto `path` on success.
@@ -92,7 +95,22 @@ def load_npz(path: str | os.PathLike, required: Sequence[str] = ()) -> dict[str,
     missing = [k for k in required if k not in data]
     if missing:
         raise ContractError(f"{path}: missing array(s) {missing}; found {sorted(data)}")
+    if "labels" in data:  # checked on every load: a subset of bad labels would pass unnoticed
+        check_labels(path, data["labels"], len(data["images"]) if "images" in data else None)
     return data
+
+
+def check_labels(path: str | os.PathLike, labels: np.ndarray, n_images: int | None = None) -> None:
+    """Labels cross stage boundaries as one integer class index (0..9) per image."""
+    expected = f"one integer class index in 0..{NUM_CLASSES - 1} per image"
+    if labels.ndim != 1 or labels.dtype.kind not in "iu":
+        raise ContractError(f"{path}: 'labels' must be {expected}, got a {labels.dtype} array of shape {labels.shape}")
+    if n_images is not None and len(labels) != n_images:
+        raise ContractError(f"{path}: 'labels' must be {expected}: {len(labels)} labels for {n_images} images")
+    bad = (labels < 0) | (labels >= NUM_CLASSES)
+    if bad.any():
+        raise ContractError(f"{path}: 'labels' must be {expected}; {int(bad.sum())} are not, e.g. "
+                            f"{np.unique(labels[bad])[:5].tolist()}")
 
 
 def check_images(path: str | os.PathLike, images: np.ndarray) -> None:
@@ -106,6 +124,19 @@ def check_images(path: str | os.PathLike, images: np.ndarray) -> None:
 def json_text(obj: Any) -> str:
     """The one JSON layout of every metrics file (`dvc metrics diff` reads it; people too)."""
     return json.dumps(obj, indent=2, sort_keys=False) + "\n"
+
+
+def load_json(path: str | os.PathLike, what: str = "a JSON file written by an earlier stage") -> Any:
+    """A metrics or report JSON file; missing, truncated or not JSON, the error names it."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such file (expected {what})")
+    text = path.read_text()
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as e:
+        state = "empty" if not text.strip() else f"not valid JSON at line {e.lineno} column {e.colno} ({e.msg})"
+        raise ContractError(f"{path}: {state}; expected {what} (rerun the stage that writes it)") from None
 
 
 def save_json(path: str | os.PathLike, obj: Any) -> None:
