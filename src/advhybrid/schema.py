@@ -60,12 +60,6 @@ def _covers(key: str, value: Any, models: list[str]) -> None:
             raise ValueError(f"'{key}' is a per-model mapping without {missing} (it has {sorted(value)})")
 
 
-def _k_grid(section: str, k_min: float, k_max: float, k_step: float) -> None:
-    if not (k_min > 0 and k_step > 0 and k_max >= k_min and all(map(math.isfinite, (k_min, k_max, k_step)))):
-        raise ValueError(f"'{section}.k_min'={k_min}, 'k_max'={k_max}, 'k_step'={k_step}: expected "
-                         "0 < k_min <= k_max and k_step > 0")
-
-
 class DataParams(_Section):
     source: str = Field(min_length=1)
     download_dir: str = Field(min_length=1)
@@ -157,20 +151,32 @@ class GanParams(_Section):
     seed: int = Field(ge=0)
 
 
-class AdversarialParams(_Section):
-    targets: list[ModelName] = Field(min_length=1)
+class KGrid(_Section):
+    """Eq. 1's k grid, k_min..k_max in steps of k_step (attacks.ksearch.k_grid)."""
+
+    section: ClassVar[str]
     k_min: float
     k_max: float
     k_step: float
+
+    @model_validator(mode="after")
+    def _grid(self) -> "KGrid":
+        k_min, k_max, k_step = self.k_min, self.k_max, self.k_step
+        if not (k_min > 0 and k_step > 0 and k_max >= k_min and all(map(math.isfinite, (k_min, k_max, k_step)))):
+            raise ValueError(f"'{self.section}.k_min'={k_min}, 'k_max'={k_max}, 'k_step'={k_step}: expected "
+                             "0 < k_min <= k_max and k_step > 0")
+        return self
+
+
+class AdversarialParams(KGrid):
+    """generate_adversarial: each target attacks its own slice of train_images + test_images."""
+
+    section: ClassVar[str] = "adversarial"
+    targets: list[ModelName] = Field(min_length=1)
     train_images: int = Count
     test_images: int = Count
     batch_size: int = Count
     seed: int = Field(ge=0)
-
-    @model_validator(mode="after")
-    def _grid(self) -> "AdversarialParams":
-        _k_grid("adversarial", self.k_min, self.k_max, self.k_step)
-        return self
 
 
 class HybridParams(_Section):
@@ -267,19 +273,14 @@ class RobustnessParams(_Section):
         return self
 
 
-class AdaptiveParams(_Section):
+class AdaptiveParams(KGrid):
+    """adaptive_attack: the gan recipe retrained against each of `models` and its control."""
+
+    section: ClassVar[str] = "adaptive"
     models: list[ModelName] = Field(min_length=1)
     train_images: int = Count
     eval_images: int = Count
-    k_min: float
-    k_max: float
-    k_step: float
     seed: int = Field(ge=0)
-
-    @model_validator(mode="after")
-    def _grid(self) -> "AdaptiveParams":
-        _k_grid("adaptive", self.k_min, self.k_max, self.k_step)
-        return self
 
 
 class ReportParams(_Section):
