@@ -127,6 +127,15 @@ def test_a_typo_in_a_scale_file_fails_instead_of_being_ignored(tmp_path):
         validate_params(doc)
 
 
+def test_a_scale_that_leaves_a_size_unset_fails_naming_it(tmp_path):
+    conf = tmp_path / "conf"
+    shutil.copytree(REPO / "conf", conf)
+    (conf / "scale" / "bare.yaml").write_text("# @package _global_\nscale_info: {name: bare, description: none}\n")
+    doc = compose(tmp_path, conf, ["scale=bare", "data.source=official"])
+    with pytest.raises(ParamsError, match=r"'targets.width' is not set: conf/config.yaml leaves it \(\?\?\?\) to each"):
+        validate_params(doc)
+
+
 def test_the_cifar_source_environment_override_makes_data_source_unchecked(smoke_params, monkeypatch):
     monkeypatch.setenv("ADVHYBRID_CIFAR_SOURCE", "/somewhere/else")
     validate_params(with_value(smoke_params, "data.source", "no/such/archive.tar.gz"))

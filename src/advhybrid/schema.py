@@ -381,6 +381,8 @@ def _describe(err: dict, doc: Any) -> str:
         return f"unknown key '{key}' (allowed: {', '.join(allowed)})"
     if err["type"] == "missing":
         return f"missing key '{key}'"
+    if err.get("input") == "???":  # Hydra's mandatory value: conf/config.yaml leaves the size to the scale
+        return f"'{key}' is not set: conf/config.yaml leaves it (???) to each conf/scale/*.yaml"
     msg = err["msg"].removeprefix("Value error, ")
     if err["type"] == "value_error" and msg.startswith("'"):
         return msg  # our own checks name their keys
