@@ -77,3 +77,19 @@ def test_a_corrupt_training_checkpoint_is_named_with_what_to_do(tmp_path, conten
     path.write_bytes(content)
     with pytest.raises(ContractError, match=rf"{path}: unreadable checkpoint .*delete it to start that run afresh"):
         load_checkpoint(path)
+
+
+# --- model files ---------------------------------------------------------------------------------
+
+
+def test_save_model_takes_the_build_arguments_from_the_model(tmp_path):
+    from advhybrid.models import build_model, load_model, save_model
+
+    model = build_model("shufflenetv2", 10, 0.125, seed=0)
+    save_model(tmp_path / "a.pt", model, epochs=1)
+    save_model(tmp_path / "b.pt", model, "shufflenetv2", 10, 0.125, epochs=1)  # the explicit form agrees
+    assert (tmp_path / "a.pt").read_bytes() == (tmp_path / "b.pt").read_bytes()
+    _, info = load_model(tmp_path / "a.pt")
+    assert (info["name"], info["num_classes"], info["width"], info["meta"]) == ("shufflenetv2", 10, 0.125, {"epochs": 1})
+    with pytest.raises(ValueError, match=r"c.pt: model was built with .*'width': 0.125.* saved as .*'width': 0.25"):
+        save_model(tmp_path / "c.pt", model, width=0.25)
