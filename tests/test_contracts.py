@@ -93,3 +93,14 @@ def test_save_model_takes_the_build_arguments_from_the_model(tmp_path):
     assert (info["name"], info["num_classes"], info["width"], info["meta"]) == ("shufflenetv2", 10, 0.125, {"epochs": 1})
     with pytest.raises(ValueError, match=r"c.pt: model was built with .*'width': 0.125.* saved as .*'width': 0.25"):
         save_model(tmp_path / "c.pt", model, width=0.25)
+
+
+def test_one_error_type_for_bad_params_that_key_and_value_errors_both_catch():
+    from advhybrid.attacks.ksearch import KGridError, k_grid
+    from advhybrid.params import ParamsError
+
+    with pytest.raises(ParamsError, match=r"adversarial.k_step=0"):
+        k_grid(0.1, 1.0, 0.0)
+    assert issubclass(KGridError, ParamsError)
+    assert issubclass(ParamsError, KeyError) and issubclass(ParamsError, ValueError)
+    assert str(ParamsError("params.yaml: 'a.b' must be int")) == "params.yaml: 'a.b' must be int"

@@ -20,9 +20,10 @@ from tqdm import tqdm
 
 from advhybrid.attacks.advgan import apply_perturbation, quantise, second_class
 from advhybrid.device import images_to_device, memory_format, strict_fp32, to_float, to_uint8
+from advhybrid.params import ParamsError
 
 
-class KGridError(ValueError):
+class KGridError(ParamsError):
     """The k grid from params is empty or malformed."""
 
 
