@@ -8,10 +8,12 @@ and the check itself run: seconds per case.
 from __future__ import annotations
 
 import hashlib
+import json
 import subprocess
 from pathlib import Path
 
 import pytest
+import yaml
 
 from conftest import run, smoke_overrides
 
@@ -60,3 +62,18 @@ def test_exp_run_with_a_bad_value_leaves_every_output_byte_identical(copied_smok
     after = snapshot(repo)
     changed = sorted(k for k in before.keys() | after.keys() if before.get(k) != after.get(k))
     assert not changed, f"dvc exp run {extra} changed or removed outputs: {changed}"
+
+
+def test_one_models_epochs_make_only_its_own_training_stages_stale(copied_smoke):
+    repo, _ = copied_smoke
+    committed = subprocess.run(["git", "show", "HEAD:params.yaml"], cwd=repo, capture_output=True, text=True,
+                               check=True).stdout
+    params = yaml.safe_load(committed)
+    params["train"]["epochs"]["vgg19bn"] += 1
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    try:
+        stale = set(json.loads(run(["dvc", "status", "--json"], repo).stdout))
+    finally:
+        (repo / "params.yaml").write_text(committed)
+    assert {"check_params", "train@vgg19bn", "baseline@vgg19bn"} <= stale, stale
+    assert not {"train@resnet50", "baseline@resnet50", "train_fast_at", "seed@1"} & stale, stale

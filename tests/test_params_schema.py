@@ -64,7 +64,8 @@ def test_every_scale_composes_to_valid_params(tmp_path, scale):
 BAD = [
     ("train.lr", "abc", r"'train.lr'='abc': Input should be a valid number"),
     ("train.lr", 0.0, r"'train.lr'=0.0: Input should be greater than 0"),
-    ("train.epochs", -1, r"'train.epochs' must be >= 1, got -1"),
+    ("train.epochs", {"resnet50": -1, "vgg19bn": 1, "shufflenetv2": 1, "repvgg_a2": 1}, r"'train.epochs' must be >= 1, got \{'resnet50': -1"),
+    ("train.epochs", 3, r"'train.epochs' must be a \{model: epochs\} mapping \(each train@<model> stage"),
     ("train.epochs", {"resnet50": 1}, r"'train.epochs' is a per-model mapping without \['vgg19bn'"),
     ("train.width", {"resnet50": 0.125, "vgg19bn": 0.125, "shufflenetv2": 0.125, "repvgg_a2": 0.125, "resnet5O": 1.0},
      r"key 'resnet5O' of 'train.width'"),
@@ -157,8 +158,8 @@ def test_check_params_writes_its_marker_only_for_valid_params(tmp_path, smoke_pa
     first = marker.read_bytes()
     assert json.loads(first)["params"] == "params.yaml"
 
-    proc = check_params(tmp_path, with_value(smoke_params, "train.epochs", -1))
-    assert proc.returncode != 0 and "'train.epochs' must be >= 1, got -1" in proc.stderr
+    proc = check_params(tmp_path, with_value(smoke_params, "train.epochs.resnet50", -1))
+    assert proc.returncode != 0 and "'train.epochs' must be >= 1, got {'resnet50': -1" in proc.stderr
     assert marker.read_bytes() == first and sorted(p.name for p in marker.parent.iterdir()) == ["params.json"]
 
     # a valid change elsewhere gives the same bytes: no stage reruns because of the marker
@@ -175,3 +176,17 @@ def test_every_stage_runs_after_check_params_and_the_check_keeps_its_output():
     for name, st in stages.items():
         deps = st.get("do", st)["deps"]
         assert "checks/params.json" in deps, f"stage {name} does not wait for check_params"
+
+
+def test_each_trained_model_depends_on_its_own_epochs_and_the_whole_shared_recipe():
+    """train.models only names the foreach items; every other key of the recipe is a param of
+    each stage that trains with it, and its epochs only through the model's own entry."""
+    from advhybrid.schema import TrainParams
+
+    recipe = {f"train.{k}" for k in TrainParams.model_fields} - {"train.models", "train.epochs"}
+    stages = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
+    for name, model in (("train", "${item}"), ("baseline", "${item}"), ("train_fast_at", "${fast_at.model}"),
+                        ("seed", "${seeds.model}")):
+        params = set(stages[name].get("do", stages[name])["params"])
+        assert f"train.epochs.{model}" in params and recipe <= params, (name, sorted(recipe - params))
+        assert not {"train", "train.epochs"} & params, f"{name} reruns whenever any model's epochs change"

@@ -114,8 +114,10 @@ class TrainParams(Recipe):
 
     @model_validator(mode="after")
     def _epochs(self) -> "TrainParams":
-        epochs = self.epochs.values() if isinstance(self.epochs, dict) else [self.epochs]
-        if not all(e >= 1 for e in epochs):
+        if not isinstance(self.epochs, dict):  # dvc.yaml: train@<model> depends on train.epochs.<model>
+            raise ValueError(f"'train.epochs' must be a {{model: epochs}} mapping (each train@<model> stage "
+                             f"depends on its own entry), got {self.epochs!r}")
+        if not all(e >= 1 for e in self.epochs.values()):
             raise ValueError(f"'train.epochs' must be >= 1, got {self.epochs}")
         _covers("train.epochs", self.epochs, self.models)
         return self
