@@ -100,3 +100,31 @@ def test_build_hybrid_splits_killed_mid_publish_keeps_its_splits_from_one_run(tm
     failed = build(old_root)
     assert failed.returncode != 0 and "t_a.npz" in failed.stderr
     assert digests(old_root) == new                       # ...after finishing the killed run's set
+
+
+# --- one file, written by a stage killed mid-write -------------------------------------------
+
+KILLED_WRITE = """
+import os, signal
+from advhybrid.io import atomic_path
+with atomic_path("models/targets/resnet56.pt", suffix=".pt") as tmp:
+    tmp.write_bytes(b"half a checkpoint")
+    os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+def test_a_write_killed_midway_leaves_no_temporary_file_inside_a_folder_output(tmp_path):
+    (tmp_path / "models" / "targets").mkdir(parents=True)
+    (tmp_path / "models" / "targets" / "vgg19bn.pt").write_bytes(b"old")
+    proc = subprocess.run([sys.executable, "-c", KILLED_WRITE], cwd=tmp_path, timeout=60)
+    assert proc.returncode == -signal.SIGKILL
+    assert [p.name for p in (tmp_path / "models" / "targets").iterdir()] == ["vgg19bn.pt"]
+
+
+def test_atomic_writes_under_the_working_directory_leave_nothing_behind(tmp_path, monkeypatch):
+    from advhybrid.io import TMP_DIR, save_json
+
+    monkeypatch.chdir(tmp_path)
+    save_json("metrics/a.json", {"a": 1})
+    assert sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*")) == ["metrics", "metrics/a.json"]
+    assert not (tmp_path / TMP_DIR).exists()

@@ -25,16 +25,39 @@ class ContractError(ValueError):
 NUM_CLASSES = 10  # CIFAR-10: every array of labels that crosses a stage boundary holds 0..9
 
 
+TMP_DIR = ".advhybrid-tmp"  # at the working directory: the repository root, where DVC runs stages
+
+
+def _temp_dir(path: Path) -> Path:
+    """Where the temporary copy of `path` is written. Not `path`'s own folder: that may be a
+    declared output (models/targets), and a kill would leave a stray file inside it. Every stage
+    runs at the repository root, so <root>/.advhybrid-tmp is inside no output; it is only used
+    when it shares `path`'s file system (the rename must stay atomic)."""
+    cwd = Path.cwd()
+    if not path.resolve().is_relative_to(cwd.resolve()):
+        return path.parent
+    tmp = cwd / TMP_DIR
+    tmp.mkdir(exist_ok=True)
+    return tmp if os.stat(tmp).st_dev == os.stat(path.parent).st_dev else path.parent
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
-    """Yield a temporary path in the target's folder; rename it onto `path` on success.
+    """Yield a temporary path (see _temp_dir); rename it onto `path` on success.
 
-    The temporary file lives in the same folder so the final rename is atomic on POSIX.
+    The temporary file lives on the same file system so the final rename is atomic on POSIX.
     On any exception the temporary file is removed and `path` is left untouched.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix or ".tmp", dir=path.parent)
+    for attempt in range(3):  # another write may remove the shared folder between mkdir and mkstemp
+        tmp_dir = _temp_dir(path)
+        try:
+            fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix or ".tmp", dir=tmp_dir)
+            break
+        except FileNotFoundError:
+            if attempt == 2:
+                raise
     os.close(fd)
     tmp_path = Path(tmp)
     try:
@@ -47,6 +70,9 @@ def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
+        if tmp_dir.name == TMP_DIR:
+            with contextlib.suppress(OSError):  # still in use by another write, or gone already
+                tmp_dir.rmdir()
 
 
 @contextlib.contextmanager
