@@ -9,8 +9,6 @@ from __future__ import annotations
 import copy
 import json
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -145,25 +143,33 @@ def test_the_cifar_source_environment_override_makes_data_source_unchecked(smoke
 # --- the check_params stage ----------------------------------------------------------------
 
 
-def check_params(tmp_path: Path, doc: dict) -> subprocess.CompletedProcess:
+def check_params(tmp_path: Path, doc: dict) -> str | None:
+    """The stage's main, in-process (its script is a thin wrapper): None, or its exit message."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("check_params", REPO / "src" / "check_params.py")
+    stage = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(stage)
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(doc, sort_keys=False))
-    return subprocess.run([sys.executable, str(REPO / "src" / "check_params.py")], cwd=tmp_path,
-                          capture_output=True, text=True, timeout=120)
+    try:
+        stage.main(["--params", str(tmp_path / "params.yaml"), "--out", str(tmp_path / "checks" / "params.json")])
+    except SystemExit as e:
+        return str(e.code)
+    return None
 
 
 def test_check_params_writes_its_marker_only_for_valid_params(tmp_path, smoke_params):
-    proc = check_params(tmp_path, smoke_params)
-    assert proc.returncode == 0, proc.stderr
+    assert check_params(tmp_path, smoke_params) is None
     marker = tmp_path / "checks" / "params.json"
     first = marker.read_bytes()
     assert json.loads(first)["params"] == "params.yaml"
 
-    proc = check_params(tmp_path, with_value(smoke_params, "train.epochs.resnet50", -1))
-    assert proc.returncode != 0 and "'train.epochs' must be >= 1, got {'resnet50': -1" in proc.stderr
+    failure = check_params(tmp_path, with_value(smoke_params, "train.epochs.resnet50", -1))
+    assert failure and "'train.epochs' must be >= 1, got {'resnet50': -1" in failure
     assert marker.read_bytes() == first and sorted(p.name for p in marker.parent.iterdir()) == ["params.json"]
 
     # a valid change elsewhere gives the same bytes: no stage reruns because of the marker
-    assert check_params(tmp_path, with_value(smoke_params, "train.lr", 0.5)).returncode == 0
+    assert check_params(tmp_path, with_value(smoke_params, "train.lr", 0.5)) is None
     assert marker.read_bytes() == first
 
 
