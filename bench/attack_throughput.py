@@ -1,4 +1,4 @@
-"""Adversarial examples per second: the GAN generator with its k search vs PGD-10.
+"""Adversarial examples per second: the GAN generator with its k search vs PGD-10 (torchattacks).
 
 Same target, same images, one run. Uses models/targets/<target>.pt and models/gan/<target>.pt
 when the pipeline has produced them, otherwise freshly initialised networks (the table says
@@ -16,10 +16,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torchattacks
 
 from advhybrid.attacks.advgan import Generator, load_generator, load_target, quantise
 from advhybrid.attacks.ksearch import k_grid, run_k_search
-from advhybrid.attacks.pgd import pgd
 from advhybrid.data.subset import stratified_subset
 from advhybrid.device import images_to_device, memory_format, pick_device, set_threads, to_float
 from advhybrid.io import load_npz
@@ -41,7 +41,7 @@ def run_pgd(target, images, labels, device, batch_size, eps, alpha, steps) -> tu
         with torch.no_grad():
             ok = target(x).argmax(1) == y
         x, y = x[ok], y[ok]
-        xa = quantise(pgd(target, x, y, eps, alpha, steps))
+        xa = quantise(torchattacks.PGD(target, eps=eps, alpha=alpha, steps=steps, random_start=True)(x, y))
         with torch.no_grad():
             hit = target(xa).argmax(1) != y
         attacked, fooled = attacked + len(y), fooled + int(hit.sum())

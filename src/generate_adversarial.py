@@ -14,11 +14,12 @@ import argparse
 import numpy as np
 
 from advhybrid.attacks.advgan import load_generator, load_target
-from advhybrid.attacks.ksearch import k_grid, run_k_search
+from advhybrid.attacks.ksearch import k_grid, run_k_search, summarize_k_search
 from advhybrid.attacks.quality import image_quality
 from advhybrid.data.subset import disjoint_stratified_slices
 from advhybrid.device import pick_device, set_threads
-from advhybrid.io import atomic_path, check_images, load_npz, save_csv, save_json, save_npz
+from advhybrid.evaluation.figures import adversarial_examples
+from advhybrid.io import check_images, load_npz, save_csv, save_json, save_npz
 from advhybrid.params import ParamsError, load_section
 
 SPLITS = ("train", "test")  # source_split 0, 1
@@ -31,48 +32,6 @@ def _count(p, key: str, available: int, n_targets: int, path: str) -> int:
         raise ParamsError(f"{p.source}: 'adversarial.{key}'={n} per target must be in 1..{available // n_targets} "
                           f"({n_targets} targets attack disjoint slices of the {available} images in {path})")
     return n
-
-
-def _summary(res: dict[str, np.ndarray], n_attacked: int, n_images: int) -> dict[str, float | int | None]:
-    n = len(res["k"])
-    stat = lambda f, v: round(float(f(v)), 6) if n else None  # noqa: E731
-    return {
-        "n_images": n_images, "n_attacked": n_attacked, "n_success": n,
-        "success_rate": round(n / n_attacked, 6) if n_attacked else None,
-        "mean_k": stat(np.mean, res["k"]), "median_k": stat(np.median, res["k"]),
-        "mean_l2": stat(np.mean, res["l2"]), "mean_linf": stat(np.mean, res["linf"]),
-        "mean_ssim": stat(np.mean, res["ssim"]),
-        "targeted_rate": stat(np.mean, res["pred"] == res["target_class"]),
-    }
-
-
-def _examples_png(path: str, examples: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]) -> None:
-    """Rows: targets; per example three panels: clean, perturbation (amplified), adversarial."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    rows, cols = len(examples), 3 * N_EXAMPLES
-    fig, axes = plt.subplots(rows, cols, figsize=(1.2 * cols, 1.4 * rows), squeeze=False)
-    fig.subplots_adjust(left=0.04, right=0.99, bottom=0.01, top=1 - 0.25 / rows, wspace=0.08, hspace=0.3)
-    for ax in axes.flat:
-        ax.axis("off")
-    for r, (name, (clean, adv, k)) in enumerate(examples.items()):
-        axes[r, 0].text(-0.08, 0.5, name, rotation=90, ha="right", va="center", fontsize=8,
-                        transform=axes[r, 0].transAxes)
-        if len(adv) == 0:
-            axes[r, 0].text(0, 0.5, "no successful adversarial example", va="center", fontsize=7,
-                            transform=axes[r, 0].transAxes)
-        for j in range(len(adv)):
-            d = adv[j].astype(np.float32) - clean[j].astype(np.float32)
-            amp = 0.5 + d / (2 * max(np.abs(d).max(), 1.0))  # stretched to the full range
-            for c, (img, title) in enumerate([(clean[j], "clean"), (amp, f"k={k[j]:.2f} (amp.)"), (adv[j], "adv")]):
-                axes[r, 3 * j + c].imshow(img)
-                axes[r, 3 * j + c].set_title(title, fontsize=6)
-    with atomic_path(path, suffix=".png") as tmp:
-        fig.savefig(tmp, format="png", dpi=100)
-    plt.close(fig)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -126,7 +85,7 @@ def main(argv: list[str] | None = None) -> None:
         res = {key: np.concatenate([part[key] for part in parts]) for key in parts[0]}
         save_npz(f"data/adversarial/{name}.npz", **res)
 
-        metrics[name] = _summary(res, n_attacked, sum(len(slices[s][i_target]) for s in SPLITS))
+        metrics[name] = summarize_k_search(res, n_attacked, sum(len(slices[s][i_target]) for s in SPLITS))
         hist = np.isclose(res["k"][:, None], grid[None, :], atol=1e-6).sum(0)
         k_rows += [{"target": name, "k": float(k), "count": int(c)} for k, c in zip(grid, hist)]
         pick = np.arange(min(N_EXAMPLES, len(res["k"])))
@@ -139,7 +98,7 @@ def main(argv: list[str] | None = None) -> None:
 
     save_json("metrics/adversarial.json", metrics)
     save_csv("plots/adversarial/k_hist.csv", k_rows)
-    _examples_png("plots/adversarial/examples.png", examples)
+    adversarial_examples("plots/adversarial/examples.png", examples, N_EXAMPLES)
 
 
 if __name__ == "__main__":

@@ -50,7 +50,7 @@ def synthetic_cifar(n_per_class: int, seed: int = 0) -> tuple[np.ndarray, np.nda
 
 VENV_BIN = Path(sys.executable).parent
 MODELS = ["resnet50", "vgg19bn", "shufflenetv2", "repvgg_a2"]
-STAGES = ["download_cifar", "train_targets", "train_gan", "generate_adversarial", "build_hybrid_splits",
+STAGES = ["check_params", "download_cifar", "train_targets", "train_gan", "generate_adversarial", "build_hybrid_splits",
           *(f"train@{m}" for m in MODELS), "eval_mixed",
           *(f"baseline@{m}" for m in MODELS), "train_fast_at", "seed@1", "eval_robustness", "adaptive_attack",
           "report", "summarize"]

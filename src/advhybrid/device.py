@@ -82,6 +82,13 @@ def to_uint8(batch: torch.Tensor) -> torch.Tensor:
 
 def set_threads() -> None:
     """Honour $ADVHYBRID_THREADS (CI and the 2-core machine pin it); otherwise torch's default."""
-    n = os.environ.get("ADVHYBRID_THREADS")
-    if n:
-        torch.set_num_threads(int(n))
+    raw = os.environ.get("ADVHYBRID_THREADS")
+    if raw:
+        try:
+            n = int(raw)
+        except ValueError:
+            n = 0
+        if n < 1:
+            raise ValueError(f"$ADVHYBRID_THREADS={raw!r}: expected a whole number of CPU threads >= 1 "
+                             "(or unset it for torch's default)")
+        torch.set_num_threads(n)

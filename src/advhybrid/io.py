@@ -22,16 +22,42 @@ class ContractError(ValueError):
     """A stage input does not have the shape, keys or dtypes the contract promises."""
 
 
+NUM_CLASSES = 10  # CIFAR-10: every array of labels that crosses a stage boundary holds 0..9
+
+
+TMP_DIR = ".advhybrid-tmp"  # at the working directory: the repository root, where DVC runs stages
+
+
+def _temp_dir(path: Path) -> Path:
+    """Where the temporary copy of `path` is written. Not `path`'s own folder: that may be a
+    declared output (models/targets), and a kill would leave a stray file inside it. Every stage
+    runs at the repository root, so <root>/.advhybrid-tmp is inside no output; it is only used
+    when it shares `path`'s file system (the rename must stay atomic)."""
+    cwd = Path.cwd()
+    if not path.resolve().is_relative_to(cwd.resolve()):
+        return path.parent
+    tmp = cwd / TMP_DIR
+    tmp.mkdir(exist_ok=True)
+    return tmp if os.stat(tmp).st_dev == os.stat(path.parent).st_dev else path.parent
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
-    """Yield a temporary path in the target's folder; rename it onto `path` on success.
+    """Yield a temporary path (see _temp_dir); rename it onto `path` on success.
 
-    The temporary file lives in the same folder so the final rename is atomic on POSIX.
+    The temporary file lives on the same file system so the final rename is atomic on POSIX.
     On any exception the temporary file is removed and `path` is left untouched.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix or ".tmp", dir=path.parent)
+    for attempt in range(3):  # another write may remove the shared folder between mkdir and mkstemp
+        tmp_dir = _temp_dir(path)
+        try:
+            fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix or ".tmp", dir=tmp_dir)
+            break
+        except FileNotFoundError:
+            if attempt == 2:
+                raise
     os.close(fd)
     tmp_path = Path(tmp)
     try:
@@ -44,6 +70,9 @@ def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
+        if tmp_dir.name == TMP_DIR:
+            with contextlib.suppress(OSError):  # still in use by another write, or gone already
+                tmp_dir.rmdir()
 
 
 @contextlib.contextmanager
@@ -92,7 +121,22 @@ def load_npz(path: str | os.PathLike, required: Sequence[str] = ()) -> dict[str,
     missing = [k for k in required if k not in data]
     if missing:
         raise ContractError(f"{path}: missing array(s) {missing}; found {sorted(data)}")
+    if "labels" in data:  # checked on every load: a subset of bad labels would pass unnoticed
+        check_labels(path, data["labels"], len(data["images"]) if "images" in data else None)
     return data
+
+
+def check_labels(path: str | os.PathLike, labels: np.ndarray, n_images: int | None = None) -> None:
+    """Labels cross stage boundaries as one integer class index (0..9) per image."""
+    expected = f"one integer class index in 0..{NUM_CLASSES - 1} per image"
+    if labels.ndim != 1 or labels.dtype.kind not in "iu":
+        raise ContractError(f"{path}: 'labels' must be {expected}, got a {labels.dtype} array of shape {labels.shape}")
+    if n_images is not None and len(labels) != n_images:
+        raise ContractError(f"{path}: 'labels' must be {expected}: {len(labels)} labels for {n_images} images")
+    bad = (labels < 0) | (labels >= NUM_CLASSES)
+    if bad.any():
+        raise ContractError(f"{path}: 'labels' must be {expected}; {int(bad.sum())} are not, e.g. "
+                            f"{np.unique(labels[bad])[:5].tolist()}")
 
 
 def check_images(path: str | os.PathLike, images: np.ndarray) -> None:
@@ -103,9 +147,27 @@ def check_images(path: str | os.PathLike, images: np.ndarray) -> None:
         )
 
 
+def json_text(obj: Any) -> str:
+    """The one JSON layout of every metrics file (`dvc metrics diff` reads it; people too)."""
+    return json.dumps(obj, indent=2, sort_keys=False) + "\n"
+
+
+def load_json(path: str | os.PathLike, what: str = "a JSON file written by an earlier stage") -> Any:
+    """A metrics or report JSON file; missing, truncated or not JSON, the error names it."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such file (expected {what})")
+    text = path.read_text()
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as e:
+        state = "empty" if not text.strip() else f"not valid JSON at line {e.lineno} column {e.colno} ({e.msg})"
+        raise ContractError(f"{path}: {state}; expected {what} (rerun the stage that writes it)") from None
+
+
 def save_json(path: str | os.PathLike, obj: Any) -> None:
     with atomic_path(path, suffix=".json") as tmp:
-        tmp.write_text(json.dumps(obj, indent=2, sort_keys=False) + "\n")
+        tmp.write_text(json_text(obj))
 
 
 def save_text(path: str | os.PathLike, text: str) -> None:
@@ -113,14 +175,18 @@ def save_text(path: str | os.PathLike, text: str) -> None:
         tmp.write_text(text)
 
 
-def save_csv(path: str | os.PathLike, rows: Sequence[Mapping[str, Any]]) -> None:
-    """Write a list of flat dicts as CSV (the format `dvc plots` reads best)."""
+def csv_text(rows: Sequence[Mapping[str, Any]], path: str | os.PathLike = "CSV") -> str:
+    """A list of flat dicts as CSV (the format `dvc plots` reads best)."""
     if not rows:
         raise ValueError(f"{path}: refusing to write an empty CSV")
     cols = list(rows[0])
     lines = [",".join(cols)]
     lines += [",".join(_fmt(r[c]) for c in cols) for r in rows]
-    save_text(path, "\n".join(lines) + "\n")
+    return "\n".join(lines) + "\n"
+
+
+def save_csv(path: str | os.PathLike, rows: Sequence[Mapping[str, Any]]) -> None:
+    save_text(path, csv_text(rows, path))
 
 
 def _fmt(v: Any) -> str:

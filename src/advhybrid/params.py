@@ -12,7 +12,10 @@ from typing import Any
 import yaml
 
 
-class ParamsError(KeyError):
+class ParamsError(KeyError, ValueError):
+    """The one error for bad params: a missing key (a KeyError) or a bad value (a ValueError),
+    so callers catching either still catch it; the message names the file and dotted key."""
+
     def __str__(self) -> str:  # KeyError quotes its message; we want it readable
         return str(self.args[0])
 

@@ -20,9 +20,10 @@ from tqdm import tqdm
 
 from advhybrid.attacks.advgan import apply_perturbation, quantise, second_class
 from advhybrid.device import images_to_device, memory_format, strict_fp32, to_float, to_uint8
+from advhybrid.params import ParamsError
 
 
-class KGridError(ValueError):
+class KGridError(ParamsError):
     """The k grid from params is empty or malformed."""
 
 
@@ -173,4 +174,19 @@ def evaluate_at_k(
         "untargeted_success": rate(unt), "targeted_success": rate(tgt),
         "mean_l2": rate(l2), "mean_linf": rate(linf), "k": float(k),
         "perturbation_cosine": round(cosine, 6) if cosine is not None else None,
+    }
+
+
+def summarize_k_search(res: dict[str, np.ndarray], n_attacked: int, n_images: int) -> dict[str, float | int | None]:
+    """One target's entry of metrics/adversarial.json from its stored AEs (k, l2, linf, ssim,
+    pred, target_class arrays): how many were fooled, at what k, how visible."""
+    n = len(res["k"])
+    stat = lambda f, v: round(float(f(v)), 6) if n else None  # noqa: E731
+    return {
+        "n_images": n_images, "n_attacked": n_attacked, "n_success": n,
+        "success_rate": round(n / n_attacked, 6) if n_attacked else None,
+        "mean_k": stat(np.mean, res["k"]), "median_k": stat(np.median, res["k"]),
+        "mean_l2": stat(np.mean, res["l2"]), "mean_linf": stat(np.mean, res["linf"]),
+        "mean_ssim": stat(np.mean, res["ssim"]),
+        "targeted_rate": stat(np.mean, res["pred"] == res["target_class"]),
     }

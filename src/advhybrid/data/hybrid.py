@@ -265,3 +265,28 @@ def count_table(
     return rows
 
 
+def hybrid_metrics(splits: Mapping[str, Mapping[str, np.ndarray]], summary: Mapping,
+                   targets: Sequence[str], class_names: Sequence[str]) -> dict:
+    """metrics/hybrid.json: counts per split and class (Table 1), totals, and how many AEs each
+    target gave."""
+    per_split = {}
+    for s, a in splits.items():
+        real, adv = (np.bincount(a["labels"][a["is_adv"] == f], minlength=len(class_names))
+                     for f in (0, 1))
+        per_split[s] = {"real": int(real.sum()), "adversarial": int(adv.sum()), "per_class": {
+            c: {"real": int(real[i]), "adversarial": int(adv[i])} for i, c in enumerate(class_names)}}
+    per_target = {t: {"available": summary["per_target_available"][i]} for i, t in enumerate(targets)}
+    for s, a in splits.items():
+        picked = np.bincount(a["target_model"][a["is_adv"] == 1], minlength=len(targets))
+        for i, t in enumerate(targets):
+            per_target[t][s] = int(picked[i])
+    real = sum(v["real"] for v in per_split.values())
+    adv = sum(v["adversarial"] for v in per_split.values())
+    return {
+        "total": {"real": real, "adversarial": adv, "images": real + adv},
+        # sources with at least one AE; those not in any split were left out by train_cap_per_class
+        "pool": {"adversarial_images": summary["pool_adversarial"], "sources": summary["pool_sources"],
+                 "sources_unused": summary["pool_sources"] - real},
+        "splits": per_split,
+        "per_target": per_target,
+    }

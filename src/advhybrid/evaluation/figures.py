@@ -1,9 +1,10 @@
-"""Matplotlib figures that DVC's vega templates cannot draw (bars with intervals)."""
+"""Matplotlib figures that DVC's vega templates cannot draw (bars with intervals, image grids)."""
 from __future__ import annotations
 
 from pathlib import Path
 
 import matplotlib
+import numpy as np
 
 matplotlib.use("Agg")  # stages run headless
 import matplotlib.pyplot as plt  # noqa: E402
@@ -52,4 +53,30 @@ def accuracy_vs_eps(path: str | Path, rows: list[dict], title: str) -> None:
     fig.tight_layout()
     with atomic_path(path, suffix=".png") as tmp:
         fig.savefig(tmp, format="png", dpi=110)
+    plt.close(fig)
+
+
+def adversarial_examples(path: str | Path, examples: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]],
+                         n_examples: int) -> None:
+    """plots/adversarial/examples.png. Rows: targets, each {name: (clean, adv, k)}; per example
+    three panels: clean, perturbation (amplified), adversarial."""
+    rows, cols = len(examples), 3 * n_examples
+    fig, axes = plt.subplots(rows, cols, figsize=(1.2 * cols, 1.4 * rows), squeeze=False)
+    fig.subplots_adjust(left=0.04, right=0.99, bottom=0.01, top=1 - 0.25 / rows, wspace=0.08, hspace=0.3)
+    for ax in axes.flat:
+        ax.axis("off")
+    for r, (name, (clean, adv, k)) in enumerate(examples.items()):
+        axes[r, 0].text(-0.08, 0.5, name, rotation=90, ha="right", va="center", fontsize=8,
+                        transform=axes[r, 0].transAxes)
+        if len(adv) == 0:
+            axes[r, 0].text(0, 0.5, "no successful adversarial example", va="center", fontsize=7,
+                            transform=axes[r, 0].transAxes)
+        for j in range(len(adv)):
+            d = adv[j].astype(np.float32) - clean[j].astype(np.float32)
+            amp = 0.5 + d / (2 * max(np.abs(d).max(), 1.0))  # stretched to the full range
+            for c, (img, title) in enumerate([(clean[j], "clean"), (amp, f"k={k[j]:.2f} (amp.)"), (adv[j], "adv")]):
+                axes[r, 3 * j + c].imshow(img)
+                axes[r, 3 * j + c].set_title(title, fontsize=6)
+    with atomic_path(path, suffix=".png") as tmp:
+        fig.savefig(tmp, format="png", dpi=100)
     plt.close(fig)

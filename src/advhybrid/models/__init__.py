@@ -1,7 +1,7 @@
 """Model zoo: CIFAR-10 (32x32) classifiers by name, and their checkpoints.
 
     model = build_model("repvgg_a2", num_classes=10, width=0.5)
-    save_model("models/repvgg_a2.pt", model, "repvgg_a2", 10, 0.5, epochs=3)
+    save_model("models/repvgg_a2.pt", model, epochs=3)   # build arguments from the model
     model, info = load_model("models/repvgg_a2.pt")
 
 Every model takes float NCHW images in [0, 1] and normalises them itself, so attacks and the
@@ -113,17 +113,25 @@ def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-def save_model(path: str | os.PathLike, model: nn.Module, name: str, num_classes: int, width: float,
-               **meta: Any) -> None:
+def save_model(path: str | os.PathLike, model: nn.Module, name: str | None = None,
+               num_classes: int | None = None, width: float | None = None, **meta: Any) -> None:
     """Write {state_dict, build arguments, reparameterized, meta} atomically; `meta` holds plain
-    values (epochs, accuracy...) so the file loads with torch.load(weights_only=True)."""
+    values (epochs, accuracy...) so the file loads with torch.load(weights_only=True).
+
+    The build arguments are the model's own (`build_model` records them); any given here must
+    agree with them, so a file can never describe another network than the weights it holds.
+    """
     model = getattr(model, "_orig_mod", model)  # unwrap torch.compile
-    args = {"name": name, "num_classes": num_classes, "width": float(width)}
     built = getattr(model, "build_args", None)
+    given = {"name": name, "num_classes": num_classes, "width": width}
+    if built is None and None in given.values():
+        raise ValueError(f"{path}: a model not made by build_model needs name, num_classes and width")
+    args = {k: given[k] if given[k] is not None else built[k] for k in given}
+    args["width"] = float(args["width"])
     if built is not None and built != args:
         raise ValueError(f"{path}: model was built with {built} but is being saved as {args}")
-    if name not in _FAMILIES:
-        raise ValueError(f"{path}: unknown model {name!r}; valid names: {', '.join(MODEL_NAMES)}")
+    if args["name"] not in _FAMILIES:
+        raise ValueError(f"{path}: unknown model {args['name']!r}; valid names: {', '.join(MODEL_NAMES)}")
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     save_torch(path, {"state_dict": state, **args,
                       "reparameterized": bool(getattr(model, "reparameterized", False)), "meta": meta})

@@ -1,14 +1,12 @@
 """MobileNetV2 for 32x32: a 3x3/1 stem and the 24-channel stage at stride 1 (32 -> 4 overall)."""
 from __future__ import annotations
 
-from typing import Callable
-
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torchvision.ops import Conv2dNormActivation
 
-Channels = Callable[[int], int]
+from .common import Channels, pooled_logits
+
 
 # (expansion t, output channels c, blocks n, first stride s); ImageNet's second stride is 1 here.
 SETTINGS = ((1, 16, 1, 1), (6, 24, 2, 1), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1), (6, 160, 3, 2), (6, 320, 1, 1))
@@ -46,7 +44,7 @@ class MobileNetV2(nn.Module):
         self.classifier = nn.Linear(ch(1280), num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.classifier(torch.flatten(F.adaptive_avg_pool2d(self.features(x), 1), 1))
+        return pooled_logits(self.classifier, self.features(x))
 
 
 def mobilenetv2(num_classes: int, ch: Channels) -> MobileNetV2:

@@ -6,13 +6,12 @@ one 3x3 conv with bias, so the deployed network is a plain stack of 3x3 conv + R
 """
 from __future__ import annotations
 
-from typing import Callable
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-Channels = Callable[[int], int]
+from .common import Channels, pooled_logits
+
 
 A, B = 1.5, 2.75                # RepVGG-A2 width multipliers
 DEPTHS = (1, 2, 4, 14, 1)       # stem, then four stages
@@ -88,7 +87,7 @@ class RepVGG(nn.Module):
                 block.reparameterize()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc(torch.flatten(F.adaptive_avg_pool2d(self.blocks(x), 1), 1))
+        return pooled_logits(self.fc, self.blocks(x))
 
 
 def repvgg_a2(num_classes: int, ch: Channels) -> RepVGG:

@@ -5,13 +5,11 @@ so the 32x32 input is only downsampled by the three strided stages (32 -> 4).
 """
 from __future__ import annotations
 
-from typing import Callable
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-Channels = Callable[[int], int]  # scales a width-1 channel count to the requested width
+from .common import Channels, pooled_logits
 
 
 def conv3x3(cin: int, cout: int, stride: int = 1) -> nn.Conv2d:
@@ -63,8 +61,7 @@ class ResNet(nn.Module):
         self.fc = nn.Linear(features, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.stages(self.stem(x))
-        return self.fc(torch.flatten(F.adaptive_avg_pool2d(x, 1), 1))
+        return pooled_logits(self.fc, self.stages(self.stem(x)))
 
 
 def resnet50(num_classes: int, ch: Channels) -> ResNet:

@@ -1,14 +1,12 @@
 """ShuffleNetV2 2.0x for 32x32: a 3x3/1 stem and no max-pool, so the three stages go 32 -> 4."""
 from __future__ import annotations
 
-from typing import Callable
-
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torchvision.ops import Conv2dNormActivation
 
-Channels = Callable[[int], int]
+from .common import Channels, pooled_logits
+
 
 STAGES = (244, 488, 976)  # the 2.0x configuration
 UNITS = (4, 8, 4)
@@ -66,8 +64,7 @@ class ShuffleNetV2(nn.Module):
         self.fc = nn.Linear(ch(2048), num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.head(self.stages(self.stem(x)))
-        return self.fc(torch.flatten(F.adaptive_avg_pool2d(x, 1), 1))
+        return pooled_logits(self.fc, self.head(self.stages(self.stem(x))))
 
 
 def shufflenetv2(num_classes: int, ch: Channels) -> ShuffleNetV2:

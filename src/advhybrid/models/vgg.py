@@ -1,13 +1,12 @@
 """VGG19 with batch norm for 32x32: sixteen 3x3 conv+BN+ReLU, five max-pools (32 -> 1), one Linear."""
 from __future__ import annotations
 
-from typing import Callable
-
 import torch
 from torch import nn
 from torchvision.ops import Conv2dNormActivation
 
-Channels = Callable[[int], int]
+from .common import Channels
+
 
 VGG19 = (64, 64, "M", 128, 128, "M", 256, 256, 256, 256, "M", 512, 512, 512, 512, "M", 512, 512, 512, 512, "M")
 
