@@ -73,7 +73,7 @@ def test_a_truncated_record_is_named_not_read_as_empty(tmp_path):
     (tmp_path / "metrics/eval_mixed.json").write_text('{"models": {"resnet50": ')
     with pytest.raises(ContractError, match=r"metrics/eval_mixed.json: not valid JSON"):
         load_records(["resnet50"], "resnet50", [], tmp_path)
-    with pytest.raises(FileNotFoundError, match=r"metrics/nothing.json: missing"):
+    with pytest.raises(FileNotFoundError, match=r"metrics/nothing.json: no such file"):
         read_json(tmp_path / "metrics/nothing.json")
 
 

@@ -5,11 +5,10 @@ per-draw statistics. `evaluation.summary` folds them into the few numbers DVC co
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
-from ..io import ContractError
+from ..io import load_json
 
 RECORDS = ["targets", "gan", "adversarial", "hybrid", "validation", "eval_mixed"]
 STUDY = {"robustness": "metrics/robustness.json", "robustness_details": "reports/robustness.json",
@@ -17,14 +16,7 @@ STUDY = {"robustness": "metrics/robustness.json", "robustness_details": "reports
 
 
 def read_json(path: str | Path) -> Any:
-    """A JSON file, or an error naming it (a truncated record must not pass as an empty one)."""
-    path = Path(path)
-    try:
-        return json.loads(path.read_text())
-    except FileNotFoundError:
-        raise FileNotFoundError(f"{path}: missing (run the stage that writes it: `dvc repro`)") from None
-    except json.JSONDecodeError as e:
-        raise ContractError(f"{path}: not valid JSON ({e}); rerun the stage that writes it") from e
+    return load_json(path, "a stage's record (`dvc repro` writes it)")
 
 
 def load_records(models: list[str], seed_model: str, extra_seeds: list[int], root: str | Path = ".") -> dict[str, Any]:
