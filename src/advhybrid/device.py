@@ -81,7 +81,9 @@ def to_uint8(batch: torch.Tensor) -> torch.Tensor:
 
 
 def set_threads() -> None:
-    """Honour $ADVHYBRID_THREADS (CI and the 2-core machine pin it); otherwise torch's default."""
+    """Honour $ADVHYBRID_THREADS (CI and the 2-core machine pin it); otherwise torch's default.
+    It counts the threads of the whole machine: under torchrun each of the $LOCAL_WORLD_SIZE
+    processes on it takes its share (at least one), so two ranks on 2 cores do not run 4 threads."""
     n = os.environ.get("ADVHYBRID_THREADS")
     if n:
-        torch.set_num_threads(int(n))
+        torch.set_num_threads(max(1, int(n) // int(os.environ.get("LOCAL_WORLD_SIZE", "1"))))
