@@ -84,11 +84,28 @@ def barrier() -> None:
         dist.barrier()
 
 
-def all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
-    """Sum `t` over the ranks, in place; returns it (unchanged with one process)."""
+def all_reduce_sum(t: torch.Tensor, op: str = "sum") -> torch.Tensor:
+    """Sum (or `op="max"`) `t` over the ranks, in place; returns it (unchanged with one process).
+    NCCL reduces only GPU tensors: a CPU one makes the trip to this rank's GPU and back."""
     if world_size() > 1:
-        dist.all_reduce(t)
+        red = dist.ReduceOp.MAX if op == "max" else dist.ReduceOp.SUM
+        if t.device.type == "cpu" and dist.get_backend() == "nccl":
+            on_gpu = t.cuda()
+            dist.all_reduce(on_gpu, op=red)
+            t.copy_(on_gpu)
+        else:
+            dist.all_reduce(t, op=red)
     return t
+
+
+def check_same(value: int, what: str) -> None:
+    """Stop, on every rank at once, when the ranks disagree on `value` (where a run resumes)."""
+    if world_size() <= 1:
+        return
+    t = all_reduce_sum(torch.tensor([value, -value], dtype=torch.int64), op="max")
+    if t[0] != -t[1]:
+        raise RuntimeError(f"{what}: the ranks disagree ({-t[1].item()} to {t[0].item()}); every rank must read "
+                           "the same checkpoints/ (on several machines, a folder they all mount)")
 
 
 def shard(n: int) -> slice:

@@ -398,6 +398,7 @@ def train_generator(
         elif dist.is_main():
             print(f"{desc}: ignoring {ckpt} (another config, target or data, or more epochs than asked)")
 
+    dist.check_same(start, f"{desc}: the epoch resumed after ({ckpt})")
     world = dist.world_size()
     if world > 1:
         G_ddp, D_ddp = dist.ddp(G, device), dist.ddp(D, device)

@@ -208,6 +208,7 @@ def fit(
     ckpt_path = Path(checkpoint) if checkpoint else None
     if ckpt_path and ckpt_path.is_file():
         _resume(run, ckpt_path, name)
+    dist.check_same(run.start, f"{name}: the epoch resumed after ({ckpt_path})")
 
     for epoch in range(run.start, cfg.epochs):
         t0 = time.perf_counter()
