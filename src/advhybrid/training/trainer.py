@@ -212,6 +212,8 @@ def fit(
 
     for epoch in range(run.start, cfg.epochs):
         t0 = time.perf_counter()
+        # perturb's draws: one process keeps using the run's generator (as it always did); several
+        # ranks each need their own, and a per-epoch seed resumes without saving every rank's state
         pgen = run.gen if dist.world_size() == 1 else dist.epoch_generator(cfg.seed, epoch)
         train_loss, train_acc = _train_epoch(run, x_all, y_all, cfg, device, perturb, pgen,
                                              f"{name} {epoch + 1}/{cfg.epochs}")
@@ -220,23 +222,7 @@ def fit(
                 f"{name}: non-finite training loss in epoch {epoch + 1} (lr {cfg.lr}); "
                 f"the last good checkpoint ({ckpt_path}) is kept. Lower the learning rate or check the data."
             )
-        row = {"epoch": epoch + 1, "lr": run.opt.param_groups[0]["lr"], "train_loss": train_loss, "train_acc": train_acc}
-        if val is not None:
-            v = _evaluate(run.net, val, device)
-            row.update(val_loss=v["loss"], val_acc=v["acc"])
-            score = v["acc"]
-        else:
-            score = row["train_acc"]
-        row["seconds"] = time.perf_counter() - t0
-        run.history.append(row)
-        if score > run.best[0] or not select_best:
-            run.best = (score, copy.deepcopy({k: t.detach().cpu() for k, t in run.net.state_dict().items()}), epoch + 1)
-        if dist.is_main():
-            tqdm.write(
-                f"{name} epoch {epoch + 1}/{cfg.epochs}: loss {train_loss:.4f} train_acc {row['train_acc']:.4f}"
-                + (f" val_acc {row['val_acc']:.4f}" if val is not None else "")
-                + f" ({row['seconds']:.1f}s)"
-            )
+        row = _end_epoch(run, epoch, train_loss, train_acc, val, device, select_best, t0, name, cfg.epochs)
         if ckpt_path and ((epoch + 1) % checkpoint_every() == 0 or epoch + 1 == cfg.epochs):
             _save(run, ckpt_path, epoch + 1)
         if on_epoch:
@@ -358,6 +344,29 @@ def _shard_step(run: _Run, x: torch.Tensor, y: torch.Tensor, cfg: TrainConfig, d
     total = F.cross_entropy(logits.float(), y, label_smoothing=cfg.label_smoothing, reduction="sum") * weight
     correct = (logits.argmax(1) == y).sum() * int(weight)
     return total * (world / global_n), total.detach(), correct
+
+
+def _end_epoch(run: _Run, epoch: int, train_loss: float, train_acc: float, val: tuple[np.ndarray, np.ndarray] | None,
+               device: torch.device, select_best: bool, t0: float, name: str, epochs: int) -> dict:
+    """Validate, append the epoch's history row, keep the best weights, and log the row."""
+    row = {"epoch": epoch + 1, "lr": run.opt.param_groups[0]["lr"], "train_loss": train_loss, "train_acc": train_acc}
+    if val is not None:
+        v = _evaluate(run.net, val, device)
+        row.update(val_loss=v["loss"], val_acc=v["acc"])
+        score = v["acc"]
+    else:
+        score = row["train_acc"]
+    row["seconds"] = time.perf_counter() - t0
+    run.history.append(row)
+    if score > run.best[0] or not select_best:
+        run.best = (score, copy.deepcopy({k: t.detach().cpu() for k, t in run.net.state_dict().items()}), epoch + 1)
+    if dist.is_main():
+        tqdm.write(
+            f"{name} epoch {epoch + 1}/{epochs}: loss {train_loss:.4f} train_acc {row['train_acc']:.4f}"
+            + (f" val_acc {row['val_acc']:.4f}" if val is not None else "")
+            + f" ({row['seconds']:.1f}s)"
+        )
+    return row
 
 
 def _evaluate(net: torch.nn.Module, val: tuple[np.ndarray, np.ndarray], device: torch.device) -> dict:
