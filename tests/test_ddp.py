@@ -78,6 +78,23 @@ def test_two_ranks_train_what_one_process_trains_with_the_same_global_batch(two_
             assert got[k] == pytest.approx(want[k], rel=1e-5, abs=1e-6), k
 
 
+def test_torchrun_with_one_process_trains_bit_for_bit_as_a_plain_run(tmp_path, fp32):
+    """dist.nproc_per_node=1 (the default) must leave every output as it was: no process group,
+    the single-device code path, the same bytes."""
+    torchrun("fit", tmp_path, nproc=1)
+    (alone,) = torch.load(tmp_path / "fit.pt", weights_only=False)
+    assert alone["world"] == 1
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)  # the worker's ADVHYBRID_THREADS: oneDNN's sums depend on the split
+    try:
+        ref, hist = one_process(ddp_worker.FIT)
+    finally:
+        torch.set_num_threads(before)
+    for key, value in ref.items():
+        assert torch.equal(alone["model"][key], value), key
+    assert [{**r, "seconds": 0} for r in alone["history"]] == [{**r, "seconds": 0} for r in hist]
+
+
 def test_the_gan_trains_under_two_ranks_with_finite_logged_losses(two_ranks):
     rows = two_ranks[0]["gan_history"]
     assert [r["step"] for r in rows] == [2, 4, 6, 7]  # 100 images in batches of 16: 7 steps
