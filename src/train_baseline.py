@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 
 from advhybrid.data.baseline import load_clean_control
+from advhybrid import dist
 from advhybrid.device import pick_device, set_threads
 from advhybrid.hybrid_classifier import recipe, train_and_test, write_outputs
 from advhybrid.params import load_section
@@ -22,14 +23,15 @@ def main() -> None:
     args = ap.parse_args()
     cfg, width = recipe(load_section("train", args.params), args.model, "the model")
     set_threads()
-    device = pick_device()
+    device = dist.init(pick_device())  # torchrun: this rank's device; one process: as before
 
     train, val, test = load_clean_control("data/raw/cifar10", "data/hybrid", cfg.seed)
     model, metrics, history, pred = train_and_test(args.model, width, cfg, train, val, test, device,
                                                    checkpoint=f"checkpoints/baseline/{args.model}.pt")
-    write_outputs(model, args.model, width, metrics, history, test["labels"], pred,
-                  f"models/baseline/{args.model}.pt", f"metrics/baseline/{args.model}.json",
-                  f"plots/baseline/{args.model}.csv")
+    if dist.is_main():  # only rank 0 writes
+        write_outputs(model, args.model, width, metrics, history, test["labels"], pred,
+                      f"models/baseline/{args.model}.pt", f"metrics/baseline/{args.model}.json",
+                      f"plots/baseline/{args.model}.csv")
 
 
 if __name__ == "__main__":

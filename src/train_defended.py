@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 
+from advhybrid import dist
 from advhybrid.device import pick_device, set_threads
 from advhybrid.hybrid_classifier import SPLIT_KEYS, recipe, train_and_test, write_outputs
 from advhybrid.io import load_npz
@@ -17,15 +18,16 @@ def main() -> None:
     args = ap.parse_args()
     cfg, width = recipe(load_section("train", args.params), args.model, "the model")
     set_threads()
-    device = pick_device()
+    device = dist.init(pick_device())  # torchrun: this rank's device; one process: as before
 
     train, val, test = (load_npz(f"{args.data}/{s}.npz", SPLIT_KEYS) for s in ("train", "val", "test"))
     model, metrics, history, pred = train_and_test(
         args.model, width, cfg, (train["images"], train["labels"]), (val["images"], val["labels"]), test,
         device, checkpoint=f"checkpoints/train/{args.model}.pt")
-    write_outputs(model, args.model, width, metrics, history, test["labels"], pred,
-                  f"models/defended/{args.model}.pt", f"metrics/train/{args.model}.json",
-                  f"plots/train/{args.model}.csv", f"plots/confusion/{args.model}.csv")
+    if dist.is_main():  # only rank 0 writes
+        write_outputs(model, args.model, width, metrics, history, test["labels"], pred,
+                      f"models/defended/{args.model}.pt", f"metrics/train/{args.model}.json",
+                      f"plots/train/{args.model}.csv", f"plots/confusion/{args.model}.csv")
 
 
 if __name__ == "__main__":

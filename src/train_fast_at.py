@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 
 from advhybrid.data.baseline import load_clean_control
+from advhybrid import dist
 from advhybrid.device import pick_device, set_threads
 from advhybrid.hybrid_classifier import recipe, train_and_test, write_outputs
 from advhybrid.params import ParamsError, load_section
@@ -27,15 +28,16 @@ def main() -> None:
     if not (0 < eps <= 1 and 0 < alpha <= 1):
         raise ParamsError(f"{args.params}: 'fast_at.eps_255' and 'fast_at.alpha_255' must be in (0, 255]")
     set_threads()
-    device = pick_device()
+    device = dist.init(pick_device())  # torchrun: this rank's device; one process: as before
 
     train, val, test = load_clean_control("data/raw/cifar10", "data/hybrid", cfg.seed)
     model, metrics, history, pred = train_and_test(
         name, width, cfg, train, val, test, device, checkpoint=f"checkpoints/fast_at/{name}.pt",
         perturb=fgsm_random_start(eps, alpha), key_extra={"fgsm_rs": [eps, alpha]})
     metrics |= {"eps_255": eps * 255, "alpha_255": alpha * 255}
-    write_outputs(model, name, width, metrics, history, test["labels"], pred,
-                  f"models/fast_at/{name}.pt", "metrics/fast_at.json", "plots/fast_at.csv")
+    if dist.is_main():  # only rank 0 writes
+        write_outputs(model, name, width, metrics, history, test["labels"], pred,
+                      f"models/fast_at/{name}.pt", "metrics/fast_at.json", "plots/fast_at.csv")
 
 
 if __name__ == "__main__":

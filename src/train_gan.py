@@ -12,6 +12,7 @@ from dataclasses import asdict
 from advhybrid.attacks.advgan import GanConfig, load_target, save_generator, train_generator
 from advhybrid.attacks.ksearch import evaluate_at_k
 from advhybrid.data.subset import stratified_subset
+from advhybrid import dist
 from advhybrid.device import pick_device, set_threads
 from advhybrid.io import check_images, load_npz, save_csv, save_json
 from advhybrid.params import load_section
@@ -29,7 +30,7 @@ def main(argv: list[str] | None = None) -> None:
     n_train, n_eval = p.typed("train_images", int), p.typed("eval_images", int)
     k_default = p.typed("k_default", float)
     set_threads()
-    device = pick_device(args.device)
+    device = dist.init(pick_device(args.device))  # torchrun: this rank's device; one process: as before
 
     # Every input is checked before the first minute of training, so nothing is half-written.
     train = load_npz(f"{args.data}/train.npz", ["images", "labels"])
@@ -46,6 +47,8 @@ def main(argv: list[str] | None = None) -> None:
             target, train["images"][tr], train["labels"][tr], cfg, device,
             checkpoint=f"checkpoints/train_gan/{name}.pt", run_key=sha, desc=f"gan[{name}]",
         )
+        if not dist.is_main():  # rank 0 alone evaluates and writes; the others go on to the next target
+            continue
         metrics[name] = evaluate_at_k(target, G, test["images"][te], test["labels"][te], k_default, device,
                                       cfg.batch_size)
         save_generator(f"models/gan/{name}.pt", G, target=name, target_sha256=sha, config=asdict(cfg))
@@ -55,7 +58,8 @@ def main(argv: list[str] | None = None) -> None:
             print(f"{name}: k={k_default:g} untargeted {m['untargeted_success']:.3f} "
                   f"targeted {m['targeted_success']:.3f} mean Linf {m['mean_linf'] * 255:.2f}/255 "
                   f"on {m['n_attacked']} correctly classified test images")
-    save_json("metrics/gan.json", metrics)
+    if dist.is_main():
+        save_json("metrics/gan.json", metrics)
 
 
 if __name__ == "__main__":

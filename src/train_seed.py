@@ -10,6 +10,7 @@ import argparse
 from dataclasses import replace
 
 from advhybrid.data.baseline import load_clean_control
+from advhybrid import dist
 from advhybrid.device import pick_device, set_threads
 from advhybrid.hybrid_classifier import SPLIT_KEYS, recipe, train_and_test
 from advhybrid.io import load_npz, save_json
@@ -26,7 +27,7 @@ def main() -> None:
     base, width = recipe(t, name, "'seeds.model'")
     cfg = replace(base, seed=args.seed)
     set_threads()
-    device = pick_device()
+    device = dist.init(pick_device())  # torchrun: this rank's device; one process: as before
 
     hybrid = {s: load_npz(f"data/hybrid/{s}.npz", SPLIT_KEYS) for s in ("train", "val")}
     hybrid_train, hybrid_val = ((hybrid[s]["images"], hybrid[s]["labels"]) for s in ("train", "val"))
@@ -36,9 +37,11 @@ def main() -> None:
         _, metrics, _, _ = train_and_test(name, width, cfg, train, val, test, device,
                                           checkpoint=f"checkpoints/seeds/{kind}_{name}_s{args.seed}.pt")
         out[kind] = metrics
-        print(f"{kind} {name} seed {args.seed}: Hybrid test {metrics['test_acc']:.4f} "
-              f"(real {metrics['test_acc_real']:.4f}, AEs {metrics['test_acc_adv']:.4f})")
-    save_json(f"metrics/seeds/s{args.seed}.json", {"model": name, "seed": args.seed, **out})
+        if dist.is_main():
+            print(f"{kind} {name} seed {args.seed}: Hybrid test {metrics['test_acc']:.4f} "
+                  f"(real {metrics['test_acc_real']:.4f}, AEs {metrics['test_acc_adv']:.4f})")
+    if dist.is_main():
+        save_json(f"metrics/seeds/s{args.seed}.json", {"model": name, "seed": args.seed, **out})
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@ import argparse
 import time
 
 from advhybrid.data.subset import stratified_subset
+from advhybrid import dist
 from advhybrid.device import pick_device, set_threads
 from advhybrid.evaluation.metrics import classification_metrics
 from advhybrid.io import load_npz, save_csv, save_json
@@ -21,7 +22,7 @@ def main() -> None:
     p = load_section("targets", args.params)
     cfg = TrainConfig.from_section(p)
     set_threads()
-    device = pick_device()
+    device = dist.init(pick_device())  # torchrun: this rank's device; one process: as before
 
     train = load_npz(f"{args.data}/train.npz", ["images", "labels"])
     test = load_npz(f"{args.data}/test.npz", ["images", "labels"])
@@ -38,6 +39,8 @@ def main() -> None:
         # The test split only draws the curves here; the last epoch's weights are kept.
         model, history = fit(model, (x, y), (xt, yt), cfg, device,
                              checkpoint=f"checkpoints/train_targets/{name}.pt", name=name, select_best=False)
+        if not dist.is_main():  # rank 0 alone tests and writes; the others go on to the next model
+            continue
         pred = predict(model, xt, device).argmax(1).numpy()
         scores = classification_metrics(yt, pred)
         results[name] = {
@@ -52,7 +55,8 @@ def main() -> None:
                    test_acc=scores["accuracy"])
         save_csv(f"plots/targets/{name}.csv", history)
         print(f"{name}: clean test accuracy {scores['accuracy']:.4f}")
-    save_json("metrics/targets.json", results)
+    if dist.is_main():
+        save_json("metrics/targets.json", results)
 
 
 if __name__ == "__main__":

@@ -45,7 +45,8 @@ def checkout(smoke_repo: Path, tmp_path_factory) -> tuple[Path, dict[str, str]]:
 
 def test_a_second_call_picks_up_the_run_the_first_left_and_finishes_it(checkout, shared_cifar_archive):
     root, env = checkout
-    args = ["--first", "scale=smoke", f"data.source={shared_cifar_archive}"]
+    # smoke_repo's process count, so the smoke run here finds its stages in the run cache
+    args = ["--first", "scale=smoke", f"data.source={shared_cifar_archive}", "dist.nproc_per_node=2"]
     first = gpu_run(root, {**env, "DEADLINE_S": "3"}, *args)
     assert first.returncode == 3, f"exit {first.returncode}:\n{first.stdout[-3000:]}\n{first.stderr[-2000:]}"
     pid = (root / ".gpu" / "smoke" / "repro.pid").read_text().strip()

@@ -190,8 +190,8 @@ else
       say "waiting on the smoke run in progress"
     else
       setup_python
-      # only the source carries over to the smoke run: the paper's epochs would make it long
-      prepare "$SMOKE" scale=smoke $(printf '%s\n' "$@" | grep '^data\.source=')
+      # only the source and the process count carry over to the smoke run: the paper's epochs would make it long
+      prepare "$SMOKE" scale=smoke $(printf '%s\n' "$@" | grep -E '^(data\.source|dist\.nproc_per_node)=')
       REPRO_TARGETS= start "$SMOKE"   # every stage: the smoke run is there to try every code path
     fi
     follow "$SMOKE" "$(left)"

@@ -81,7 +81,9 @@ def to_uint8(batch: torch.Tensor) -> torch.Tensor:
 
 
 def set_threads() -> None:
-    """Honour $ADVHYBRID_THREADS (CI and the 2-core machine pin it); otherwise torch's default."""
+    """Honour $ADVHYBRID_THREADS (CI and the 2-core machine pin it); otherwise torch's default.
+    It counts the threads of the whole machine: under torchrun each of the $LOCAL_WORLD_SIZE
+    processes on it takes its share (at least one), so two ranks on 2 cores do not run 4 threads."""
     raw = os.environ.get("ADVHYBRID_THREADS")
     if raw:
         try:
@@ -91,4 +93,4 @@ def set_threads() -> None:
         if n < 1:
             raise ValueError(f"$ADVHYBRID_THREADS={raw!r}: expected a whole number of CPU threads >= 1 "
                              "(or unset it for torch's default)")
-        torch.set_num_threads(n)
+        torch.set_num_threads(max(1, n // int(os.environ.get("LOCAL_WORLD_SIZE", "1"))))

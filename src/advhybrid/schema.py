@@ -297,6 +297,12 @@ class ReportParams(_Section):
         return self
 
 
+class DistParams(_Section):
+    """torchrun's processes per machine for the training and GAN stages (docs/gpu.md)."""
+
+    nproc_per_node: int = Count
+
+
 class ScaleInfo(_Section):
     name: str
     description: str
@@ -317,6 +323,7 @@ class Params(_Section):
     robustness: RobustnessParams
     adaptive: AdaptiveParams
     report: ReportParams
+    dist: DistParams
     scale_info: ScaleInfo
 
 

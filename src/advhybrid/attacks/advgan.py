@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
+from advhybrid import dist
 from advhybrid.device import autocast, images_to_device, memory_format, to_float
 from advhybrid.io import data_fingerprint, load_checkpoint, save_torch, sha256_file
 from advhybrid.params import ParamsError, Section
@@ -299,6 +300,41 @@ def _gan_step(G, D, target, x, y, t, cfg: GanConfig, opt_g, opt_d, device, updat
     return torch.stack([d_loss.float(), g_gan.float(), g_adv.float(), g_hinge.float()]).detach()
 
 
+def _gan_step_shard(G, D, target, x, y, t, cfg: GanConfig, opt_g, opt_d, device, update_d: bool,
+                    share: float) -> torch.Tensor:
+    """`_gan_step` for this rank's part of a global batch, G and D wrapped in DDP.
+
+    DDP wants one forward per backward, so D sees the clean and adversarial images in one call
+    (InstanceNorm normalises each image alone: the same as two calls); G's step goes through the
+    bare D with its parameters frozen, so only G's gradients are reduced then. The losses are
+    means over this rank's part; `share` (its size times the world size over the global batch's)
+    makes DDP's mean over the ranks the global batch's mean."""
+    with autocast(device):
+        delta = G(x, t)
+        x_adv = apply_perturbation(x, delta)
+    d_loss = torch.zeros((), device=x.device)
+    if cfg.w_gan > 0 and update_d:
+        with autocast(device):
+            real, fake = D(torch.cat([x, x_adv.detach()])).chunk(2)
+            d_loss = gan_loss(real, True, cfg.gan_loss) + gan_loss(fake, False, cfg.gan_loss)
+        opt_d.zero_grad(set_to_none=True)
+        (d_loss * share).backward()
+        opt_d.step()
+
+    bare_d = D.module
+    bare_d.requires_grad_(False)
+    with autocast(device):
+        g_gan = gan_loss(bare_d(x_adv), True, cfg.gan_loss) if cfg.w_gan > 0 else torch.zeros((), device=x.device)
+        g_adv = attack_loss(target(x_adv), y, t, cfg.objective, cfg.kappa)
+        g_hinge = hinge_loss(delta, cfg.hinge_bound)
+        g_loss = cfg.w_gan * g_gan + cfg.w_adv * g_adv + cfg.w_hinge * g_hinge
+    opt_g.zero_grad(set_to_none=True)
+    (g_loss * share).backward()
+    opt_g.step()
+    bare_d.requires_grad_(True)
+    return torch.stack([d_loss.float(), g_gan.float(), g_adv.float(), g_hinge.float()]).detach() * share
+
+
 LOSS_NAMES = ("d_loss", "g_gan", "g_adv", "g_hinge")
 
 
@@ -316,6 +352,9 @@ def train_generator(
 
     `checkpoint`, when given, is written atomically after every epoch and resumed from when its
     key (config + `run_key` + data fingerprint) matches; a stale one is ignored and overwritten.
+    Several processes (torchrun, `advhybrid.dist`): every rank draws the same permutation and
+    trains on its own part of each global batch of `cfg.batch_size`; DDP averages G's and D's
+    gradients; rank 0 writes the checkpoint and every rank resumes from it.
     History rows: step, epoch, lr_g, d_loss, g_gan, g_adv, g_hinge (means over `cfg.log_every` steps).
     """
     fmt = memory_format(device)
@@ -354,38 +393,54 @@ def train_generator(
             if sched is not None:
                 sched.load_state_dict(state["sched"])
             start, history = state["epoch"], state["history"]
-            print(f"{desc}: resuming from {ckpt} after epoch {start}/{cfg.epochs}")
-        else:
+            if dist.is_main():
+                print(f"{desc}: resuming from {ckpt} after epoch {start}/{cfg.epochs}")
+        elif dist.is_main():
             print(f"{desc}: ignoring {ckpt} (another config, target or data, or more epochs than asked)")
 
+    dist.check_same(start, f"{desc}: the epoch resumed after ({ckpt})")
+    world = dist.world_size()
+    if world > 1:
+        G_ddp, D_ddp = dist.ddp(G, device), dist.ddp(D, device)
     step = start * steps_per_epoch
     G.train(), D.train()
     for epoch in range(start, cfg.epochs):
         # Per-epoch seeded order: a resumed run shuffles exactly as an uninterrupted one.
         perm = torch.randperm(n, generator=torch.Generator().manual_seed(cfg.seed * 100_003 + epoch)).to(device)
         acc, since = torch.zeros(len(LOSS_NAMES), device=device), 0
-        bar = tqdm(range(0, n, cfg.batch_size), desc=f"{desc} epoch {epoch + 1}/{cfg.epochs}", leave=False)
+        bar = tqdm(range(0, n, cfg.batch_size), desc=f"{desc} epoch {epoch + 1}/{cfg.epochs}", leave=False,
+                   disable=not dist.is_main())
         for i in bar:
             idx = perm[i : i + cfg.batch_size]
             lr_g = opt_g.param_groups[0]["lr"]  # the lr this step uses
-            acc += _gan_step(G, D, target, to_float(x_all[idx]), y_all[idx], t_all[idx], cfg, opt_g, opt_d,
-                             device, update_d=step % cfg.d_every == 0)
+            if world == 1:
+                acc += _gan_step(G, D, target, to_float(x_all[idx]), y_all[idx], t_all[idx], cfg, opt_g, opt_d,
+                                 device, update_d=step % cfg.d_every == 0)
+            else:
+                part = dist.shard(len(idx))
+                share = (part.stop - part.start) * world / len(idx)
+                mine = idx[part] if part.stop > part.start else idx[:1]  # an empty part runs one image at weight 0
+                acc += _gan_step_shard(G_ddp, D_ddp, target, to_float(x_all[mine]), y_all[mine], t_all[mine], cfg,
+                                       opt_g, opt_d, device, update_d=step % cfg.d_every == 0, share=share)
             step, since = step + 1, since + 1
             if sched is not None and step < cfg.epochs * steps_per_epoch:  # past the end it would wrap
                 sched.step()
             if since == cfg.log_every or i + cfg.batch_size >= n:  # one .tolist() sync per window
-                row = dict(zip(LOSS_NAMES, (acc / since).tolist()))
+                window = acc / since if world == 1 else dist.all_reduce_sum(acc.clone()) / (since * world)
+                row = dict(zip(LOSS_NAMES, window.tolist()))
                 history.append({"step": step, "epoch": epoch + 1, "lr_g": lr_g, **row})
                 bar.set_postfix({k: f"{v:.3f}" for k, v in row.items()})
                 acc.zero_()
                 since = 0
         if ckpt is not None:
-            save_torch(ckpt, {
-                "key": key, "epoch": epoch + 1, "history": history,
-                "G": G.state_dict(), "D": D.state_dict(),
-                "opt_g": opt_g.state_dict(), "opt_d": opt_d.state_dict(),
-                "sched": sched.state_dict() if sched is not None else None,
-            })
+            if dist.is_main():
+                save_torch(ckpt, {
+                    "key": key, "epoch": epoch + 1, "history": history,
+                    "G": G.state_dict(), "D": D.state_dict(),
+                    "opt_g": opt_g.state_dict(), "opt_d": opt_d.state_dict(),
+                    "sched": sched.state_dict() if sched is not None else None,
+                })
+            dist.barrier()  # no rank starts an epoch whose predecessor's checkpoint is not on disk
     return G.eval(), history
 
 
