@@ -283,6 +283,21 @@ def test_training_resumes_from_its_checkpoint_and_ignores_one_from_another_confi
     assert "ignoring" in capsys.readouterr().out
 
 
+def test_a_gan_checkpoint_of_this_run_missing_entries_names_the_file_and_what_it_lacks(tmp_path):
+    from advhybrid.io import load_checkpoint, save_torch
+
+    target = tiny_target()
+    images, _ = synthetic_cifar(2, seed=6)
+    labels = own_labels(target, images)
+    ckpt = tmp_path / "ckpt.pt"
+    train_generator(target, images, labels, TINY, CPU, checkpoint=ckpt)
+    state = load_checkpoint(ckpt)
+    del state["D"]
+    save_torch(ckpt, state)
+    with pytest.raises(ValueError, match=r"ckpt.pt: checkpoint lacks D \(it has .*delete it to start that run afresh"):
+        train_generator(target, images, labels, TINY, CPU, checkpoint=ckpt)
+
+
 def test_one_cycle_run_is_not_resumed_with_more_epochs(tmp_path, capsys):
     # The one-cycle schedule spans the whole run: two epochs of a 3-epoch run are not the first
     # two of a 2-epoch run, so the key must include epochs there (and only there).

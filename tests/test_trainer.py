@@ -226,6 +226,20 @@ def test_corrupt_checkpoint_is_named_in_the_error(tmp_path):
         fit(tiny_model(), (x, y), None, TrainConfig(epochs=1, batch_size=32), CPU, checkpoint=ckpt)
 
 
+def test_a_checkpoint_of_this_run_missing_entries_names_the_file_and_what_it_lacks(tmp_path):
+    from advhybrid.io import load_checkpoint, save_torch
+
+    x, y = data(1)
+    ckpt = tmp_path / "ckpt.pt"
+    fit(tiny_model(), (x, y), None, TrainConfig(epochs=1, batch_size=32), CPU, checkpoint=ckpt)
+    state = load_checkpoint(ckpt)
+    del state["opt"], state["history"]
+    save_torch(ckpt, state)
+    with pytest.raises(ValueError, match=r"ckpt.pt: checkpoint lacks opt, history \(it has key, epoch, model.*"
+                                         r"delete it to start that run afresh"):
+        fit(tiny_model(), (x, y), None, TrainConfig(epochs=1, batch_size=32), CPU, checkpoint=ckpt)
+
+
 def test_fgsm_random_start_stays_in_the_ball_and_moves_along_the_gradient_sign():
     from advhybrid.training.adversarial import fgsm_random_start
 

@@ -224,6 +224,16 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     return state
 
 
+def check_entries(state: Mapping[str, Any], path: str | os.PathLike, required: Sequence[str]) -> None:
+    """A checkpoint of this run (its key matched) that lacks what a resume reads, for example one
+    edited by hand or cut down by an older version, names itself and the missing entries rather
+    than failing halfway through a resume with a bare KeyError."""
+    missing = [k for k in required if k not in state]
+    if missing:
+        raise ContractError(f"{path}: checkpoint lacks {', '.join(missing)} (it has {', '.join(map(str, state))});"
+                            " delete it to start that run afresh")
+
+
 def data_fingerprint(images: np.ndarray, labels: np.ndarray) -> str:
     """Identifies a training set by content, so a checkpoint resumes only on the data it saw."""
     h = hashlib.sha256(np.ascontiguousarray(images).data)

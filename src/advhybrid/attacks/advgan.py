@@ -29,7 +29,7 @@ from tqdm import tqdm
 
 from advhybrid import dist
 from advhybrid.device import autocast, images_to_device, memory_format, to_float
-from advhybrid.io import data_fingerprint, load_checkpoint, save_torch, sha256_file
+from advhybrid.io import check_entries, data_fingerprint, load_checkpoint, save_torch, sha256_file
 from advhybrid.params import ParamsError, Section
 
 
@@ -387,7 +387,10 @@ def train_generator(
     ckpt = Path(checkpoint) if checkpoint else None
     if ckpt is not None and ckpt.is_file():
         state = load_checkpoint(ckpt)
-        if state.get("key") == key and state["epoch"] <= cfg.epochs:
+        ours = state.get("key") == key
+        if ours:
+            check_entries(state, ckpt, ("epoch", "history", "G", "D", "opt_g", "opt_d", "sched"))
+        if ours and state["epoch"] <= cfg.epochs:
             G.load_state_dict(state["G"]), D.load_state_dict(state["D"])
             opt_g.load_state_dict(state["opt_g"]), opt_d.load_state_dict(state["opt_d"])
             if sched is not None:

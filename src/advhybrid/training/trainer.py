@@ -32,7 +32,7 @@ from tqdm.auto import tqdm
 
 from .. import dist
 from ..device import autocast, images_to_device, memory_format, to_float
-from ..io import data_fingerprint, load_checkpoint, save_torch
+from ..io import check_entries, data_fingerprint, load_checkpoint, save_torch
 from ..params import Section
 
 
@@ -255,6 +255,11 @@ def _start(model: torch.nn.Module, images: np.ndarray, labels: np.ndarray, cfg: 
     return _Run(net, step_fn, opt, sched, gen, key, history=[], best=(-1.0, None, 0))
 
 
+# What _save writes and _resume reads.
+_CHECKPOINT_ENTRIES = ("key", "epoch", "model", "opt", "sched", "gen", "cpu_rng", "history",
+                       "best_acc", "best_state", "best_epoch")
+
+
 def _resume(run: _Run, path: Path, name: str) -> None:
     """Every rank loads the same file (rank 0 wrote it, then all met at a barrier)."""
     state = load_checkpoint(path)
@@ -262,6 +267,7 @@ def _resume(run: _Run, path: Path, name: str) -> None:
         if dist.is_main():
             tqdm.write(f"{name}: ignoring {path}, written by another configuration")
         return
+    check_entries(state, path, _CHECKPOINT_ENTRIES)
     run.net.load_state_dict(state["model"])
     run.opt.load_state_dict(state["opt"])
     run.sched.load_state_dict(state["sched"])
