@@ -8,7 +8,6 @@ Writes metrics/adaptive.json, models/adaptive/<kind>_<model>.pt and plots/adapti
 """
 from __future__ import annotations
 
-import argparse
 from dataclasses import asdict
 
 import numpy as np
@@ -18,15 +17,13 @@ from advhybrid.attacks.ksearch import evaluate_at_k, k_grid, run_k_search
 from advhybrid.data.subset import stratified_subset
 from advhybrid.device import pick_device, set_threads
 from advhybrid.io import load_npz, save_csv, save_json
-from advhybrid.params import ParamsError, load_section
+from advhybrid.params import ParamsError, load_section, stage_parser
 
 KINDS = ("defended", "baseline")
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--params", default="params.yaml")
-    ap.add_argument("--device", default=None)
+    ap = stage_parser(__doc__, device=True)
     args = ap.parse_args()
     p = load_section("adaptive", args.params)
     cfg = GanConfig.from_params(load_section("gan", args.params))

@@ -8,7 +8,6 @@ metrics/validation.json, plots/hybrid/counts.csv and the Data Docs under reports
 """
 from __future__ import annotations
 
-import argparse
 import time
 from pathlib import Path
 
@@ -20,7 +19,7 @@ from advhybrid.data.hybrid import (
 )
 from advhybrid.data.validation import Expectations, validate_hybrid
 from advhybrid.io import csv_text, json_text, load_npz
-from advhybrid.params import ParamsError, load_section
+from advhybrid.params import ParamsError, load_section, stage_parser
 from advhybrid.publish import output_set
 
 
@@ -46,9 +45,7 @@ def read_params(path: str | Path) -> dict:
 
 
 def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--params", default="params.yaml")
+    ap = stage_parser(__doc__, raw_doc=True)
     ap.add_argument("--raw", default="data/raw/cifar10", type=Path)
     ap.add_argument("--adversarial", default="data/adversarial", type=Path)
     ap.add_argument("--out", default="data/hybrid", type=Path)

@@ -8,20 +8,18 @@ params change reruns only the stages that read it.
 """
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
 from advhybrid.io import save_json
-from advhybrid.params import ParamsError
+from advhybrid.params import ParamsError, stage_parser
 from advhybrid.schema import load_params
 
 MARKER = {"params": "params.yaml", "checked_by": "src/check_params.py (advhybrid.schema)"}
 
 
 def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--params", default="params.yaml")
+    ap = stage_parser(__doc__)
     ap.add_argument("--out", default="checks/params.json", type=Path)
     args = ap.parse_args(argv)
     try:

@@ -4,7 +4,6 @@ The source is params `data.source` unless $ADVHYBRID_CIFAR_SOURCE overrides it (
 """
 from __future__ import annotations
 
-import argparse
 import time
 from pathlib import Path
 
@@ -12,12 +11,11 @@ import numpy as np
 
 from advhybrid.data.cifar import CLASSES, import_cifar, resolve_source
 from advhybrid.io import check_images, save_npz
-from advhybrid.params import load_section
+from advhybrid.params import load_section, stage_parser
 
 
 def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--params", default="params.yaml")
+    ap = stage_parser(__doc__)
     ap.add_argument("--out", default="data/raw/cifar10", type=Path)
     args = ap.parse_args(argv)
 

@@ -1,7 +1,6 @@
 """Stage eval_mixed: every defended model on 1,000-image draws at 97/3, 95/5, 90/10 (Tables 3-5)."""
 from __future__ import annotations
 
-import argparse
 
 
 from advhybrid.device import pick_device, set_threads
@@ -10,13 +9,12 @@ from advhybrid.evaluation.metrics import accuracy_by_kind, classification_metric
 from advhybrid.evaluation.mixed import mixed_eval
 from advhybrid.io import load_npz, save_json
 from advhybrid.models import load_model
-from advhybrid.params import load_section
+from advhybrid.params import load_section, stage_parser
 from advhybrid.training import predict
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--params", default="params.yaml")
+    ap = stage_parser(__doc__)
     ap.add_argument("--test", default="data/hybrid/test.npz")
     args = ap.parse_args()
     p = load_section("eval_mixed", args.params)

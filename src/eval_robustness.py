@@ -11,31 +11,30 @@ intervals and tests), plots/robustness/pgd.csv and plots/robustness/pgd.png.
 """
 from __future__ import annotations
 
-import argparse
 from dataclasses import asdict
 
 import numpy as np
 
-from advhybrid.attacks.whitebox import AutoAttackSettings, predict_fp32, to_inputs
+from advhybrid.attacks.whitebox import deviations, predict_fp32, to_inputs
 from advhybrid.data.subset import stratified_subset
 from advhybrid.device import pick_device, set_threads, strict_fp32
 from advhybrid.evaluation.figures import accuracy_vs_eps
 from advhybrid.evaluation.robustness import RobustnessSettings, compare_on_aes, split_figures, whitebox_figures
 from advhybrid.io import load_npz, save_csv, save_json
 from advhybrid.models import load_model
-from advhybrid.params import ParamsError, Section, load_section
+from advhybrid.params import ParamsError, Section, load_section, stage_parser
+from advhybrid.schema import AutoAttackParams, validate_part
 
 TEST_KEYS = ["images", "labels", "is_adv", "source_id", "target_model", "target_names"]
 
 
 def settings(p: Section) -> RobustnessSettings:
-    aa = p["autoattack"]
     s = RobustnessSettings(
         eps_255=tuple(float(e) for e in p["eps_255"]),
         **{k: p.typed(k, int) for k in ("pgd_steps", "pgd_restarts", "pgd_check_steps", "autoattack_images",
                                         "batch_size", "seed")},
         **{k: p.typed(k, float) for k in ("pgd_step_255", "noise_eps_255", "masking_ratio")},
-        autoattack=AutoAttackSettings(**{k: aa.typed(k, type(v)) for k, v in asdict(AutoAttackSettings()).items()}),
+        autoattack=validate_part(AutoAttackParams, dict(p["autoattack"]), p.source, "robustness.autoattack"),
     )
     if sorted(s.eps_255) != list(s.eps_255) or not s.eps_255 or s.eps_255[0] <= 0:
         raise ParamsError(f"{p.source}: 'robustness.eps_255' must be increasing positive budgets, got {list(s.eps_255)}")
@@ -45,9 +44,7 @@ def settings(p: Section) -> RobustnessSettings:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--params", default="params.yaml")
-    ap.add_argument("--device", default=None)
+    ap = stage_parser(__doc__, device=True)
     args = ap.parse_args()
     p = load_section("robustness", args.params)
     s = settings(p)
@@ -78,7 +75,8 @@ def main() -> None:
     for n in names:
         details[f"defended/{n}"]["vs_baseline"] = compare_on_aes(preds[f"defended/{n}"], preds[f"baseline/{n}"], test)
     details["settings"] = {"n_images": n_images, "subset_class_counts": np.bincount(y.cpu().numpy(), minlength=10).tolist(),
-                           **asdict(s), "autoattack_deviations": s.autoattack.deviations()}
+                           **asdict(s) | {"autoattack": s.autoattack.model_dump()},
+                           "autoattack_deviations": deviations(s.autoattack)}
 
     save_json("reports/robustness.json", details)
     save_json("metrics/robustness.json", headline)

@@ -9,7 +9,6 @@ plots/adversarial/k_hist.csv and plots/adversarial/examples.png.
 """
 from __future__ import annotations
 
-import argparse
 
 import numpy as np
 
@@ -20,7 +19,7 @@ from advhybrid.data.subset import disjoint_stratified_slices
 from advhybrid.device import pick_device, set_threads
 from advhybrid.evaluation.figures import adversarial_examples
 from advhybrid.io import check_images, load_npz, save_csv, save_json, save_npz
-from advhybrid.params import ParamsError, load_section
+from advhybrid.params import ParamsError, load_section, stage_parser
 
 SPLITS = ("train", "test")  # source_split 0, 1
 N_EXAMPLES = 3  # images per target in examples.png
@@ -35,10 +34,8 @@ def _count(p, key: str, available: int, n_targets: int, path: str) -> int:
 
 
 def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--params", default="params.yaml")
+    ap = stage_parser(__doc__, device=True)
     ap.add_argument("--data", default="data/raw/cifar10")
-    ap.add_argument("--device", default=None)
     args = ap.parse_args(argv)
     p = load_section("adversarial", args.params)
     names = p.names("targets")

@@ -2,7 +2,6 @@
 the scale's goals (params `report.goals`) checked against the measured figures."""
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
 import yaml
@@ -11,7 +10,7 @@ from advhybrid.evaluation.goals import GOALS, check_goals
 from advhybrid.evaluation.records import load_records
 from advhybrid.evaluation.report import render
 from advhybrid.io import file_digest, save_json, save_text
-from advhybrid.params import ParamsError, load_section
+from advhybrid.params import ParamsError, load_section, stage_parser
 
 DATA = ["data/hybrid/train.npz", "data/hybrid/val.npz", "data/hybrid/test.npz"]
 
@@ -25,8 +24,7 @@ def command(params: dict) -> str:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--params", default="params.yaml")
+    ap = stage_parser(__doc__)
     ap.add_argument("--out", default="reports/results.md")
     ap.add_argument("--goals-out", default="reports/goals.json")
     args = ap.parse_args()

@@ -2,17 +2,15 @@
 compare, folded from every stage's record (evaluation/summary.py says which)."""
 from __future__ import annotations
 
-import argparse
 
 from advhybrid.evaluation.records import load_records, read_json
 from advhybrid.evaluation.summary import summarize
 from advhybrid.io import atomic_dir, save_json
-from advhybrid.params import load_section
+from advhybrid.params import load_section, stage_parser
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--params", default="params.yaml")
+    ap = stage_parser(__doc__)
     ap.add_argument("--goals", default="reports/goals.json")
     ap.add_argument("--out", default="metrics/summary")
     args = ap.parse_args()

@@ -7,19 +7,17 @@ split's real images only (the control never sees an AE); test: the whole Hybrid 
 """
 from __future__ import annotations
 
-import argparse
 
 from advhybrid.data.baseline import load_clean_control
 from advhybrid import dist
 from advhybrid.device import pick_device, set_threads
 from advhybrid.hybrid_classifier import recipe, train_and_test, write_outputs
-from advhybrid.params import load_section
+from advhybrid.params import load_section, stage_parser
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__)
+    ap = stage_parser(__doc__)
     ap.add_argument("model")
-    ap.add_argument("--params", default="params.yaml")
     args = ap.parse_args()
     cfg, width = recipe(load_section("train", args.params), args.model, "the model")
     set_threads()

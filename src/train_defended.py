@@ -1,19 +1,17 @@
 """Stage train@<model>: one defended model trained on Hybrid CIFAR-10 (III-C, Table 2)."""
 from __future__ import annotations
 
-import argparse
 
 from advhybrid import dist
 from advhybrid.device import pick_device, set_threads
 from advhybrid.hybrid_classifier import SPLIT_KEYS, recipe, train_and_test, write_outputs
 from advhybrid.io import load_npz
-from advhybrid.params import load_section
+from advhybrid.params import load_section, stage_parser
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__)
+    ap = stage_parser(__doc__)
     ap.add_argument("model")
-    ap.add_argument("--params", default="params.yaml")
     ap.add_argument("--data", default="data/hybrid")
     args = ap.parse_args()
     cfg, width = recipe(load_section("train", args.params), args.model, "the model")

@@ -7,19 +7,17 @@ defence reaches at this scale, next to the Hybrid one.
 """
 from __future__ import annotations
 
-import argparse
 
 from advhybrid.data.baseline import load_clean_control
 from advhybrid import dist
 from advhybrid.device import pick_device, set_threads
 from advhybrid.hybrid_classifier import recipe, train_and_test, write_outputs
-from advhybrid.params import ParamsError, load_section
+from advhybrid.params import ParamsError, load_section, stage_parser
 from advhybrid.training.adversarial import fgsm_random_start
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--params", default="params.yaml")
+    ap = stage_parser(__doc__)
     args = ap.parse_args()
     p, t = load_section("fast_at", args.params), load_section("train", args.params)
     name = p.typed("model", str)

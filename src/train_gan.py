@@ -6,7 +6,6 @@ plots/gan/<target>.csv (loss curves). Resumes from checkpoints/train_gan/<target
 """
 from __future__ import annotations
 
-import argparse
 from dataclasses import asdict
 
 from advhybrid.attacks.advgan import GanConfig, load_target, save_generator, train_generator
@@ -15,14 +14,12 @@ from advhybrid.data.subset import stratified_subset
 from advhybrid import dist
 from advhybrid.device import pick_device, set_threads
 from advhybrid.io import check_images, load_npz, save_csv, save_json
-from advhybrid.params import load_section
+from advhybrid.params import load_section, stage_parser
 
 
 def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--params", default="params.yaml")
+    ap = stage_parser(__doc__, device=True)
     ap.add_argument("--data", default="data/raw/cifar10")
-    ap.add_argument("--device", default=None)
     args = ap.parse_args(argv)
     p = load_section("gan", args.params)
     cfg = GanConfig.from_params(p)

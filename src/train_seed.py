@@ -6,7 +6,6 @@ difference between the two is the luck of one training run.
 """
 from __future__ import annotations
 
-import argparse
 from dataclasses import replace
 
 from advhybrid.data.baseline import load_clean_control
@@ -14,13 +13,12 @@ from advhybrid import dist
 from advhybrid.device import pick_device, set_threads
 from advhybrid.hybrid_classifier import SPLIT_KEYS, recipe, train_and_test
 from advhybrid.io import load_npz, save_json
-from advhybrid.params import load_section
+from advhybrid.params import load_section, stage_parser
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__)
+    ap = stage_parser(__doc__)
     ap.add_argument("seed", type=int)
-    ap.add_argument("--params", default="params.yaml")
     args = ap.parse_args()
     p, t = load_section("seeds", args.params), load_section("train", args.params)
     name = p.typed("model", str)

@@ -1,7 +1,6 @@
 """Stage train_targets: the five classifiers the GAN will attack, trained on clean CIFAR-10."""
 from __future__ import annotations
 
-import argparse
 import time
 
 from advhybrid.data.subset import stratified_subset
@@ -10,13 +9,12 @@ from advhybrid.device import pick_device, set_threads
 from advhybrid.evaluation.metrics import classification_metrics
 from advhybrid.io import load_npz, save_csv, save_json
 from advhybrid.models import build_model, count_parameters, save_model
-from advhybrid.params import load_section
+from advhybrid.params import load_section, stage_parser
 from advhybrid.training import TrainConfig, fit, predict
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--params", default="params.yaml")
+    ap = stage_parser(__doc__)
     ap.add_argument("--data", default="data/raw/cifar10")
     args = ap.parse_args()
     p = load_section("targets", args.params)

@@ -8,7 +8,7 @@ import torch
 import torchattacks
 from torch import nn
 
-from advhybrid.attacks.whitebox import AUTOATTACK_STANDARD, AutoAttackSettings, autoattack, sanity_checks
+from advhybrid.attacks.whitebox import AUTOATTACK_STANDARD, autoattack, deviations, sanity_checks
 from advhybrid.evaluation import verdict
 from advhybrid.evaluation.robustness import RobustnessSettings, compare_on_aes, split_figures, whitebox_figures
 
@@ -17,7 +17,7 @@ CPU = torch.device("cpu")
 
 def test_autoattack_is_composed_with_the_standard_versions_settings():
     model = nn.Sequential(nn.Flatten(), nn.Linear(3072, 10))
-    multi = autoattack(model, AutoAttackSettings())
+    multi = autoattack(model, AUTOATTACK_STANDARD)
     apgd, apgdt, fab, square = multi.attacks
     assert [type(a) for a in multi.attacks] == [torchattacks.APGD, torchattacks.APGDT, torchattacks.FAB,
                                                torchattacks.Square]
@@ -27,17 +27,17 @@ def test_autoattack_is_composed_with_the_standard_versions_settings():
     assert (apgdt.steps, apgdt.n_target_classes, apgdt.thr_decr) == (100, 9, 0.75)
     assert (fab.steps, fab.multi_targeted, fab.n_target_classes) == (100, True, 9)
     assert (square.n_queries, square.loss) == (5000, "margin")
-    assert AutoAttackSettings().deviations() == {}
+    assert deviations(AUTOATTACK_STANDARD) == {}
     # torchattacks' own wrapper is NOT the standard version: its APGD runs 10 steps
     wrapper = torchattacks.AutoAttack(model, norm="Linf", eps=8 / 255, version="standard", n_classes=10)
-    assert wrapper._autoattack.attacks[0].steps != AUTOATTACK_STANDARD["apgd_steps"]
+    assert wrapper._autoattack.attacks[0].steps != AUTOATTACK_STANDARD.apgd_steps
 
 
 def test_a_reduced_autoattack_names_its_deviations():
-    s = AutoAttackSettings(square_queries=1000)
-    assert s.deviations() == {"square_queries": (1000, 5000)}
+    s = AUTOATTACK_STANDARD.model_copy(update={"square_queries": 1000})
+    assert deviations(s) == {"square_queries": (1000, 5000)}
     with pytest.raises(ValueError, match="target_classes=5 must be n_classes - 1 = 9"):
-        autoattack(nn.Linear(1, 1), AutoAttackSettings(target_classes=5))
+        autoattack(nn.Linear(1, 1), AUTOATTACK_STANDARD.model_copy(update={"target_classes": 5}))
 
 
 class Quantise(nn.Module):
@@ -61,7 +61,7 @@ def own_labelled_images(model: nn.Module, n: int = 40) -> tuple[torch.Tensor, to
 
 
 SMALL = RobustnessSettings(eps_255=(4, 8, 16), pgd_steps=10, pgd_restarts=1, pgd_check_steps=20,
-                           autoattack=AutoAttackSettings(apgd_steps=5, apgdt_steps=5, fab_steps=5, square_queries=20),
+                           autoattack=AUTOATTACK_STANDARD.model_copy(update=dict(apgd_steps=5, apgdt_steps=5, fab_steps=5, square_queries=20)),
                            autoattack_images=10, batch_size=64)
 
 

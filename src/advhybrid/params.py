@@ -5,6 +5,7 @@ invalidates them in DVC's eyes, and a typo fails at start-up, not an hour in.
 """
 from __future__ import annotations
 
+import argparse
 import os
 from pathlib import Path
 from typing import Any
@@ -80,3 +81,14 @@ def load_section(name: str, path: str | os.PathLike = "params.yaml") -> Section:
     if name not in doc or not isinstance(doc[name], dict):
         raise ParamsError(f"{path}: missing section '{name}' (found: {', '.join(sorted(doc))})")
     return Section(doc[name], name, str(path))
+
+
+def stage_parser(doc: str | None, device: bool = False, raw_doc: bool = False) -> argparse.ArgumentParser:
+    """A stage script's command line: `--params` (the params.yaml DVC composed) and, for the
+    stages that can be pointed at one accelerator, `--device`; each stage adds its own paths."""
+    ap = argparse.ArgumentParser(description=doc,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter if raw_doc else argparse.HelpFormatter)
+    ap.add_argument("--params", default="params.yaml", help="the params file (default: %(default)s)")
+    if device:
+        ap.add_argument("--device", default=None, help="cpu, cuda, cuda:1... (default: $ADVHYBRID_DEVICE, else the best there is)")
+    return ap

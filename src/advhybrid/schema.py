@@ -19,7 +19,7 @@ from __future__ import annotations
 import math
 import os
 from pathlib import Path
-from typing import Annotated, Any, ClassVar, Literal, Optional, Union, get_args, get_origin
+from typing import Annotated, Any, ClassVar, Literal, Optional, TypeVar, Union, get_args, get_origin
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError, model_validator
@@ -33,6 +33,9 @@ from advhybrid.params import ParamsError
 ModelName = Literal[MODEL_NAMES]  # type: ignore[valid-type]  # the model registry, in one place
 ClassName = Literal[tuple(CLASSES)]  # type: ignore[valid-type]
 Count = Field(ge=1)
+ModelNames = Annotated[list[ModelName], Field(min_length=1)]  # distinct: checked where the section is
+Seed = Annotated[int, Field(ge=0)]
+M = TypeVar("M", bound=BaseModel)
 
 
 def one_or_mapping(scalar: Any, mapping: Any) -> Any:
@@ -45,6 +48,12 @@ def one_or_mapping(scalar: Any, mapping: Any) -> Any:
 class _Section(BaseModel):
     # strict: YAML already gives typed values; a string where a number belongs is a mistake
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+    section: ClassVar[str] = ""  # the params.yaml section, where a shared model's checks name it
+
+    def __init_subclass__(cls, section: str = "", **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if section:
+            cls.section = section
 
 
 def _distinct(key: str, names: list) -> None:
@@ -77,8 +86,7 @@ class DataParams(_Section):
 class Recipe(_Section):
     """The training recipe targets and train share (TrainConfig)."""
 
-    section: ClassVar[str]
-    models: list[ModelName] = Field(min_length=1)
+    models: ModelNames
     width: one_or_mapping(float, dict[ModelName, float])
     batch_size: int = Count
     lr: float = Field(gt=0)
@@ -87,7 +95,7 @@ class Recipe(_Section):
     restart_mult: int = Count
     label_smoothing: float = Field(ge=0, lt=1)
     augment: bool
-    seed: int = Field(ge=0)
+    seed: Seed
     compile: bool
 
     @model_validator(mode="after")
@@ -101,15 +109,13 @@ class Recipe(_Section):
         return self
 
 
-class TargetsParams(Recipe):
-    section: ClassVar[str] = "targets"
+class TargetsParams(Recipe, section="targets"):
     train_images: int = Count
     test_images: int = Count
     epochs: int = Count
 
 
-class TrainParams(Recipe):
-    section: ClassVar[str] = "train"
+class TrainParams(Recipe, section="train"):
     epochs: one_or_mapping(int, dict[ModelName, int])
 
     @model_validator(mode="after")
@@ -124,7 +130,7 @@ class TrainParams(Recipe):
 
 
 class GanParams(_Section):
-    targets: list[ModelName] = Field(min_length=1)
+    targets: ModelNames
     train_images: int = Count
     eval_images: int = Count
     k_default: float = Field(gt=0)
@@ -150,13 +156,12 @@ class GanParams(_Section):
     kappa: float = Field(ge=0)
     hinge_bound: float = Field(ge=0)
     log_every: int = Count
-    seed: int = Field(ge=0)
+    seed: Seed
 
 
 class KGrid(_Section):
     """Eq. 1's k grid, k_min..k_max in steps of k_step (attacks.ksearch.k_grid)."""
 
-    section: ClassVar[str]
     k_min: float
     k_max: float
     k_step: float
@@ -170,24 +175,32 @@ class KGrid(_Section):
         return self
 
 
-class AdversarialParams(KGrid):
+class AdversarialParams(KGrid, section="adversarial"):
     """generate_adversarial: each target attacks its own slice of train_images + test_images."""
 
-    section: ClassVar[str] = "adversarial"
-    targets: list[ModelName] = Field(min_length=1)
+    targets: ModelNames
     train_images: int = Count
     test_images: int = Count
     batch_size: int = Count
-    seed: int = Field(ge=0)
+    seed: Seed
+
+
+class AdaptiveParams(KGrid, section="adaptive"):
+    """adaptive_attack: the gan recipe retrained against each of `models` and its control."""
+
+    models: ModelNames
+    train_images: int = Count
+    eval_images: int = Count
+    seed: Seed
 
 
 class HybridParams(_Section):
-    targets: list[ModelName] = Field(min_length=1)
+    targets: ModelNames
     val_per_class: int = Count
     test_per_class: int = Count
     # null: every remaining pair; one cap; or Table 1's cap per class (every class named)
     train_cap_per_class: one_or_mapping(Optional[int], dict[ClassName, Optional[int]])
-    seed: int = Field(ge=0)
+    seed: Seed
     balance_tolerance: float = Field(ge=0)
     max_linf: float = Field(ge=0, le=1)
     min_ssim: float = Field(ge=-1, le=1)
@@ -206,11 +219,11 @@ class HybridParams(_Section):
 
 
 class EvalMixedParams(_Section):
-    models: list[ModelName] = Field(min_length=1)
+    models: ModelNames
     adv_fractions: list[float] = Field(min_length=1)
     n_images: int = Count
     draws: int = Count
-    seed: int = Field(ge=0)
+    seed: Seed
 
     @model_validator(mode="after")
     def _fractions(self) -> "EvalMixedParams":
@@ -249,7 +262,7 @@ class AutoAttackParams(_Section):
 
 
 class RobustnessParams(_Section):
-    models: list[ModelName] = Field(min_length=1)
+    models: ModelNames
     fast_at_model: ModelName
     n_images: int = Count
     eps_255: list[float] = Field(min_length=1)
@@ -262,7 +275,7 @@ class RobustnessParams(_Section):
     autoattack_images: int = Count
     autoattack: AutoAttackParams
     batch_size: int = Count
-    seed: int = Field(ge=0)
+    seed: Seed
 
     @model_validator(mode="after")
     def _budgets(self) -> "RobustnessParams":
@@ -273,16 +286,6 @@ class RobustnessParams(_Section):
             raise ValueError(f"'robustness.autoattack_images'={self.autoattack_images} must be <= "
                              f"'robustness.n_images'={self.n_images} (AutoAttack runs on the first of them)")
         return self
-
-
-class AdaptiveParams(KGrid):
-    """adaptive_attack: the gan recipe retrained against each of `models` and its control."""
-
-    section: ClassVar[str] = "adaptive"
-    models: list[ModelName] = Field(min_length=1)
-    train_images: int = Count
-    eval_images: int = Count
-    seed: int = Field(ge=0)
 
 
 class ReportParams(_Section):
@@ -367,6 +370,19 @@ def validate_params(doc: Any, source: str = "params.yaml") -> Params:
     if problems:
         raise ParamsError(f"{source}: invalid params\n" + "\n".join(f"  - {m}" for m in problems))
     return params
+
+
+def validate_part(model: type[M], data: Any, source: str, key: str) -> M:
+    """The part of params.yaml at the dotted `key`, typed by its model: for a stage that reads only
+    its own section, with the messages check_params gives for the whole file."""
+    doc: Any = data
+    for part in reversed(key.split(".")):
+        doc = {part: doc}
+    try:
+        return model.model_validate(data)
+    except ValidationError as e:
+        errors = [dict(err, loc=(*key.split("."), *err["loc"])) for err in e.errors(include_url=False)]
+        raise ParamsError(f"{source}: invalid params\n" + "\n".join(f"  - {_describe(err, doc)}" for err in errors)) from None
 
 
 def load_params(path: str | os.PathLike = "params.yaml") -> Params:

@@ -277,10 +277,24 @@ class GanConfig:
 # ----------------------------------------------------------------------------- training
 
 
-def _gan_step(G, D, target, x, y, t, cfg: GanConfig, opt_g, opt_d, device, update_d: bool) -> torch.Tensor:
+def _perturb(G: nn.Module, x: torch.Tensor, t: torch.Tensor, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
     with autocast(device):
         delta = G(x, t)
-        x_adv = apply_perturbation(x, delta)
+        return delta, apply_perturbation(x, delta)
+
+
+def _g_losses(d_net: nn.Module, target: nn.Module, x_adv: torch.Tensor, delta: torch.Tensor, y: torch.Tensor,
+              t: torch.Tensor, cfg: GanConfig, device: torch.device) -> tuple[torch.Tensor, ...]:
+    """Eq. 1 for G: its GAN, adversarial and hinge terms, and their weighted sum."""
+    with autocast(device):
+        g_gan = gan_loss(d_net(x_adv), True, cfg.gan_loss) if cfg.w_gan > 0 else torch.zeros((), device=x_adv.device)
+        g_adv = attack_loss(target(x_adv), y, t, cfg.objective, cfg.kappa)
+        g_hinge = hinge_loss(delta, cfg.hinge_bound)
+        return g_gan, g_adv, g_hinge, cfg.w_gan * g_gan + cfg.w_adv * g_adv + cfg.w_hinge * g_hinge
+
+
+def _gan_step(G, D, target, x, y, t, cfg: GanConfig, opt_g, opt_d, device, update_d: bool) -> torch.Tensor:
+    delta, x_adv = _perturb(G, x, t, device)
     d_loss = torch.zeros((), device=x.device)
     if cfg.w_gan > 0 and update_d:
         with autocast(device):
@@ -289,11 +303,7 @@ def _gan_step(G, D, target, x, y, t, cfg: GanConfig, opt_g, opt_d, device, updat
         d_loss.backward()
         opt_d.step()
 
-    with autocast(device):
-        g_gan = gan_loss(D(x_adv), True, cfg.gan_loss) if cfg.w_gan > 0 else torch.zeros((), device=x.device)
-        g_adv = attack_loss(target(x_adv), y, t, cfg.objective, cfg.kappa)
-        g_hinge = hinge_loss(delta, cfg.hinge_bound)
-        g_loss = cfg.w_gan * g_gan + cfg.w_adv * g_adv + cfg.w_hinge * g_hinge
+    g_gan, g_adv, g_hinge, g_loss = _g_losses(D, target, x_adv, delta, y, t, cfg, device)
     opt_g.zero_grad(set_to_none=True)
     g_loss.backward()
     opt_g.step()
@@ -309,9 +319,7 @@ def _gan_step_shard(G, D, target, x, y, t, cfg: GanConfig, opt_g, opt_d, device,
     bare D with its parameters frozen, so only G's gradients are reduced then. The losses are
     means over this rank's part; `share` (its size times the world size over the global batch's)
     makes DDP's mean over the ranks the global batch's mean."""
-    with autocast(device):
-        delta = G(x, t)
-        x_adv = apply_perturbation(x, delta)
+    delta, x_adv = _perturb(G, x, t, device)
     d_loss = torch.zeros((), device=x.device)
     if cfg.w_gan > 0 and update_d:
         with autocast(device):
@@ -323,11 +331,7 @@ def _gan_step_shard(G, D, target, x, y, t, cfg: GanConfig, opt_g, opt_d, device,
 
     bare_d = D.module
     bare_d.requires_grad_(False)
-    with autocast(device):
-        g_gan = gan_loss(bare_d(x_adv), True, cfg.gan_loss) if cfg.w_gan > 0 else torch.zeros((), device=x.device)
-        g_adv = attack_loss(target(x_adv), y, t, cfg.objective, cfg.kappa)
-        g_hinge = hinge_loss(delta, cfg.hinge_bound)
-        g_loss = cfg.w_gan * g_gan + cfg.w_adv * g_adv + cfg.w_hinge * g_hinge
+    g_gan, g_adv, g_hinge, g_loss = _g_losses(bare_d, target, x_adv, delta, y, t, cfg, device)
     opt_g.zero_grad(set_to_none=True)
     (g_loss * share).backward()
     opt_g.step()

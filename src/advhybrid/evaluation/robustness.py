@@ -7,7 +7,7 @@ Wilson 95% interval; every comparison is paired (same images) with McNemar's exa
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -16,6 +16,7 @@ from torch import nn
 
 from advhybrid.attacks import whitebox as wb
 from advhybrid.evaluation.stats import accuracy_with_interval, paired_comparison
+from advhybrid.schema import AutoAttackParams
 
 
 @dataclass(frozen=True)
@@ -27,7 +28,7 @@ class RobustnessSettings:
     pgd_check_steps: int = 100        # PGD-100 vs PGD-20 on the adversarially trained model
     noise_eps_255: float = 8.0
     masking_ratio: float = 0.5
-    autoattack: wb.AutoAttackSettings = field(default_factory=wb.AutoAttackSettings)
+    autoattack: AutoAttackParams = wb.AUTOATTACK_STANDARD
     autoattack_images: int = 500      # the first N of the subset (class-stratified order)
     batch_size: int = 250
     seed: int = 0
@@ -67,7 +68,7 @@ def whitebox_figures(model: nn.Module, x: torch.Tensor, y: torch.Tensor, s: Robu
             j = idx[i : i + s.batch_size]
             alive[j] = wb.correct(model, adv(xa[j], ya[j]), ya[j], s.batch_size)
     out["autoattack"] = accuracy_with_interval(alive.cpu().numpy()) | {
-        "eps_255": s.autoattack.eps_255, "deviations": {k: list(v) for k, v in s.autoattack.deviations().items()}}
+        "eps_255": s.autoattack.eps_255, "deviations": {k: list(v) for k, v in wb.deviations(s.autoattack).items()}}
     out["checks"] = checks
     return out
 
