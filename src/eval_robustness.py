@@ -14,8 +14,9 @@ from __future__ import annotations
 from dataclasses import asdict
 
 import numpy as np
+from pydantic import ValidationError
 
-from advhybrid.attacks.whitebox import deviations, predict_fp32, to_inputs
+from advhybrid.attacks.whitebox import AutoAttackSettings, deviations, predict_fp32, to_inputs
 from advhybrid.data.subset import stratified_subset
 from advhybrid.device import pick_device, set_threads, strict_fp32
 from advhybrid.evaluation.figures import accuracy_vs_eps
@@ -23,7 +24,6 @@ from advhybrid.evaluation.robustness import RobustnessSettings, compare_on_aes, 
 from advhybrid.io import load_npz, save_csv, save_json
 from advhybrid.models import load_model
 from advhybrid.params import ParamsError, Section, load_section, stage_parser
-from advhybrid.schema import AutoAttackParams, validate_part
 
 TEST_KEYS = ["images", "labels", "is_adv", "source_id", "target_model", "target_names"]
 
@@ -34,13 +34,22 @@ def settings(p: Section) -> RobustnessSettings:
         **{k: p.typed(k, int) for k in ("pgd_steps", "pgd_restarts", "pgd_check_steps", "autoattack_images",
                                         "batch_size", "seed")},
         **{k: p.typed(k, float) for k in ("pgd_step_255", "noise_eps_255", "masking_ratio")},
-        autoattack=validate_part(AutoAttackParams, dict(p["autoattack"]), p.source, "robustness.autoattack"),
+        autoattack=autoattack_settings(p),
     )
     if sorted(s.eps_255) != list(s.eps_255) or not s.eps_255 or s.eps_255[0] <= 0:
         raise ParamsError(f"{p.source}: 'robustness.eps_255' must be increasing positive budgets, got {list(s.eps_255)}")
     if s.pgd_steps < 1 or s.pgd_restarts < 1:
         raise ParamsError(f"{p.source}: 'robustness.pgd_steps' and 'pgd_restarts' must be >= 1")
     return s
+
+
+def autoattack_settings(p: Section) -> AutoAttackSettings:
+    try:
+        return AutoAttackSettings.model_validate(dict(p["autoattack"]))
+    except ValidationError as e:
+        raise ParamsError(f"{p.source}: " + "; ".join(
+            f"'robustness.autoattack.{'.'.join(map(str, err['loc']))}': {err['msg']}" for err in e.errors(include_url=False)
+        )) from None
 
 
 def main() -> None:

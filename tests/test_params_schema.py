@@ -103,19 +103,6 @@ def test_an_unknown_key_is_rejected_naming_the_allowed_keys(smoke_params):
         validate_params(doc)
 
 
-def test_a_stage_reading_its_own_part_gets_the_same_messages_as_check_params(smoke_params):
-    from advhybrid.schema import AutoAttackParams, validate_part
-
-    part = smoke_params["robustness"]["autoattack"]
-    assert validate_part(AutoAttackParams, part, "p.yaml", "robustness.autoattack").apgd_steps == part["apgd_steps"]
-    bad = {**part, "apgd_steps": 0, "square_querys": 10}
-    with pytest.raises(ParamsError) as err:
-        validate_part(AutoAttackParams, bad, "p.yaml", "robustness.autoattack")
-    assert str(err.value).startswith("p.yaml: invalid params")
-    assert "'robustness.autoattack.apgd_steps'=0: Input should be greater than or equal to 1" in str(err.value)
-    assert "unknown key 'robustness.autoattack.square_querys' (allowed: apgd_restarts, apgd_steps" in str(err.value)
-
-
 def test_an_unknown_section_is_rejected(smoke_params):
     with pytest.raises(ParamsError, match=r"unknown key 'trian' \(allowed: adaptive, adversarial, data, "):
         validate_params({**smoke_params, "trian": {"lr": 1}})

@@ -40,6 +40,24 @@ def test_a_reduced_autoattack_names_its_deviations():
         autoattack(nn.Linear(1, 1), AUTOATTACK_STANDARD.model_copy(update={"target_classes": 5}))
 
 
+
+def test_the_stage_names_a_bad_autoattack_setting_with_its_file_and_key():
+    import importlib.util
+
+    from advhybrid.params import ParamsError, Section
+    from conftest import REPO
+
+    spec = importlib.util.spec_from_file_location("eval_robustness", REPO / "src" / "eval_robustness.py")
+    stage = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(stage)
+    good = AUTOATTACK_STANDARD.model_dump()
+    assert stage.autoattack_settings(Section({"autoattack": good}, "robustness", "p.yaml")) == AUTOATTACK_STANDARD
+    bad = Section({"autoattack": {**good, "apgd_steps": 0, "square_querys": 10}}, "robustness", "p.yaml")
+    with pytest.raises(ParamsError, match=r"p.yaml: 'robustness.autoattack.apgd_steps': Input should be greater than "
+                                          r"or equal to 1; 'robustness.autoattack.square_querys': Extra inputs"):
+        stage.autoattack_settings(bad)
+
+
 class Quantise(nn.Module):
     """A non-differentiable input quantisation (zero gradient almost everywhere): the textbook
     case of gradient masking, which looks robust to gradient attacks without being robust."""

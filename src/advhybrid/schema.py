@@ -19,12 +19,13 @@ from __future__ import annotations
 import math
 import os
 from pathlib import Path
-from typing import Annotated, Any, ClassVar, Literal, Optional, TypeVar, Union, get_args, get_origin
+from typing import Annotated, Any, ClassVar, Literal, Optional, Union, get_args, get_origin
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError, model_validator
 
 from advhybrid.attacks.advgan import GAN_LOSSES, OBJECTIVES, OUTPUTS, SCHEDULES
+from advhybrid.attacks.whitebox import AutoAttackSettings
 from advhybrid.data.cifar import CLASSES, SOURCE_ENV
 from advhybrid.evaluation.goals import COUNT_GOALS, GOALS
 from advhybrid.models import MODEL_NAMES
@@ -35,7 +36,6 @@ ClassName = Literal[tuple(CLASSES)]  # type: ignore[valid-type]
 Count = Field(ge=1)
 ModelNames = Annotated[list[ModelName], Field(min_length=1)]  # distinct: checked where the section is
 Seed = Annotated[int, Field(ge=0)]
-M = TypeVar("M", bound=BaseModel)
 
 
 def one_or_mapping(scalar: Any, mapping: Any) -> Any:
@@ -250,17 +250,6 @@ class SeedsParams(_Section):
         return self
 
 
-class AutoAttackParams(_Section):
-    eps_255: float = Field(gt=0, le=255)
-    apgd_steps: int = Count
-    apgd_restarts: int = Count
-    apgdt_steps: int = Count
-    target_classes: Literal[len(CLASSES) - 1]  # type: ignore[valid-type]  # every other class (whitebox.autoattack)
-    fab_steps: int = Count
-    square_queries: int = Count
-    rho: float = Field(gt=0, lt=1)
-
-
 class RobustnessParams(_Section):
     models: ModelNames
     fast_at_model: ModelName
@@ -273,7 +262,7 @@ class RobustnessParams(_Section):
     noise_eps_255: float = Field(ge=0, le=255)
     masking_ratio: float = Field(ge=0, le=1)
     autoattack_images: int = Count
-    autoattack: AutoAttackParams
+    autoattack: AutoAttackSettings   # its fields and bounds live with the attack (attacks.whitebox)
     batch_size: int = Count
     seed: Seed
 
@@ -370,19 +359,6 @@ def validate_params(doc: Any, source: str = "params.yaml") -> Params:
     if problems:
         raise ParamsError(f"{source}: invalid params\n" + "\n".join(f"  - {m}" for m in problems))
     return params
-
-
-def validate_part(model: type[M], data: Any, source: str, key: str) -> M:
-    """The part of params.yaml at the dotted `key`, typed by its model: for a stage that reads only
-    its own section, with the messages check_params gives for the whole file."""
-    doc: Any = data
-    for part in reversed(key.split(".")):
-        doc = {part: doc}
-    try:
-        return model.model_validate(data)
-    except ValidationError as e:
-        errors = [dict(err, loc=(*key.split("."), *err["loc"])) for err in e.errors(include_url=False)]
-        raise ParamsError(f"{source}: invalid params\n" + "\n".join(f"  - {_describe(err, doc)}" for err in errors)) from None
 
 
 def load_params(path: str | os.PathLike = "params.yaml") -> Params:

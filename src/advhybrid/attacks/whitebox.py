@@ -8,28 +8,45 @@ default instead of the standard version's 100 (fra31/auto-attack, version='stand
 """
 from __future__ import annotations
 
+from typing import Literal
+
 import numpy as np
 import torch
 import torchattacks
+from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 from tqdm import tqdm
 
 from advhybrid.device import images_to_device, strict_fp32, to_float
-from advhybrid.schema import AutoAttackParams
-
-# fra31/auto-attack, version='standard' for L-inf: the settings RobustBench reports with. The
-# fields, their types and bounds are the params schema's (robustness.autoattack), written once.
-AUTOATTACK_STANDARD = AutoAttackParams(eps_255=8.0, apgd_steps=100, apgd_restarts=1, apgdt_steps=100,
-                                       target_classes=9, fab_steps=100, square_queries=5000, rho=0.75)
 
 
-def deviations(s: AutoAttackParams) -> dict[str, tuple[float, float]]:
+class AutoAttackSettings(BaseModel):
+    """AutoAttack's settings (params.yaml: robustness.autoattack), typed and bounded here once;
+    the params schema (advhybrid.schema) takes them from this class."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+    eps_255: float = Field(gt=0, le=255)
+    apgd_steps: int = Field(ge=1)
+    apgd_restarts: int = Field(ge=1)
+    apgdt_steps: int = Field(ge=1)
+    target_classes: Literal[9]  # every other CIFAR-10 class: what torchattacks' APGD-T and FAB-T target
+    fab_steps: int = Field(ge=1)
+    square_queries: int = Field(ge=1)
+    rho: float = Field(gt=0, lt=1)
+
+
+# fra31/auto-attack, version='standard' for L-inf: the settings RobustBench reports with.
+AUTOATTACK_STANDARD = AutoAttackSettings(eps_255=8.0, apgd_steps=100, apgd_restarts=1, apgdt_steps=100,
+                                         target_classes=9, fab_steps=100, square_queries=5000, rho=0.75)
+
+
+def deviations(s: AutoAttackSettings) -> dict[str, tuple[float, float]]:
     """{setting: (ours, standard)} for every setting that is not the standard version's."""
     std = AUTOATTACK_STANDARD.model_dump()
     return {k: (v, std[k]) for k, v in s.model_dump().items() if v != std[k]}
 
 
-def autoattack(model: nn.Module, s: AutoAttackParams, n_classes: int = 10, seed: int = 0) -> torchattacks.MultiAttack:
+def autoattack(model: nn.Module, s: AutoAttackSettings, n_classes: int = 10, seed: int = 0) -> torchattacks.MultiAttack:
     """APGD-CE, then APGD-T, FAB-T and Square on what survives (torchattacks.MultiAttack)."""
     if s.target_classes != n_classes - 1:
         # torchattacks targets every other class; the standard version's 9 is exactly that on CIFAR-10

@@ -16,7 +16,6 @@ from torch import nn
 
 from advhybrid.attacks import whitebox as wb
 from advhybrid.evaluation.stats import accuracy_with_interval, paired_comparison
-from advhybrid.schema import AutoAttackParams
 
 
 @dataclass(frozen=True)
@@ -28,7 +27,7 @@ class RobustnessSettings:
     pgd_check_steps: int = 100        # PGD-100 vs PGD-20 on the adversarially trained model
     noise_eps_255: float = 8.0
     masking_ratio: float = 0.5
-    autoattack: AutoAttackParams = wb.AUTOATTACK_STANDARD
+    autoattack: wb.AutoAttackSettings = wb.AUTOATTACK_STANDARD
     autoattack_images: int = 500      # the first N of the subset (class-stratified order)
     batch_size: int = 250
     seed: int = 0
