@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import SMOKE_DIST, isolated_dvc_env, smoke_overrides
+from conftest import isolated_dvc_env, smoke_overrides
 import yaml
 from dvc_render.base import Renderer
 
@@ -68,12 +68,12 @@ def experiment(smoke_repo: Path, shared_cifar_archive: Path, tmp_path_factory) -
     old_lr = train_lr(yaml.safe_load((repo / "params.yaml").read_text()))
     new_lr = old_lr * 2
     t0 = time.perf_counter()
-    run(repo, "dvc", "exp", "run", "-n", EXP_NAME, *smoke_overrides(shared_cifar_archive), *SMOKE_DIST,
+    run(repo, "dvc", "exp", "run", "-n", EXP_NAME, *smoke_overrides(shared_cifar_archive),
         "-S", f"train.lr={new_lr!r}", env=env, timeout=1200)
     print(f"\n[timing] dvc exp run -S train.lr={new_lr!r} at smoke scale: "
           f"{time.perf_counter() - t0:.1f} s")
     return {"repo": repo, "env": env, "old_lr": old_lr, "new_lr": new_lr,
-            "overrides": [*smoke_overrides(shared_cifar_archive), *SMOKE_DIST]}
+            "overrides": smoke_overrides(shared_cifar_archive)}
 
 
 def test_exp_run_applies_the_new_learning_rate_to_the_workspace(experiment):

@@ -22,7 +22,7 @@ import tarfile
 from pathlib import Path
 
 import pytest
-from conftest import REPO, isolated_dvc_env
+from conftest import isolated_dvc_env
 
 pytestmark = pytest.mark.slow
 
@@ -57,8 +57,7 @@ def checkout(smoke_repo: Path, tmp_path_factory) -> tuple[Path, dict[str, str]]:
 
 def test_a_second_call_picks_up_the_run_the_first_left_and_finishes_it(checkout, shared_cifar_archive):
     root, env = checkout
-    # smoke_repo's process count: the params of the seeded dvc.lock
-    args = ["--first", "scale=smoke", f"data.source={shared_cifar_archive}", "dist.nproc_per_node=2"]
+    args = ["--first", "scale=smoke", f"data.source={shared_cifar_archive}"]  # smoke_repo's, so its dvc.lock holds
     first = gpu_run(root, {**env, "DEADLINE_S": "3"}, *args)
     assert first.returncode == 3, f"exit {first.returncode}:\n{first.stdout[-3000:]}\n{first.stderr[-2000:]}"
     pid = (root / ".gpu" / "smoke" / "repro.pid").read_text().strip()
