@@ -1,8 +1,10 @@
 """Hybrid CIFAR-10 assembly: pairing, grouped per-class split, the stage and the folder export."""
 from __future__ import annotations
 
+import copy
 import importlib.util
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -90,9 +92,18 @@ def stage_args(root: Path) -> list[str]:
             "--report", str(root / "reports" / "validation")]
 
 
+@pytest.fixture(scope="module")
+def made_inputs(tmp_path_factory) -> tuple[Path, dict]:
+    root = tmp_path_factory.mktemp("inputs")
+    return root, make_inputs(root)  # about 2 s (image quality of every AE): once per module
+
+
 @pytest.fixture
-def inputs(tmp_path: Path) -> dict:
-    return make_inputs(tmp_path)
+def inputs(made_inputs: tuple[Path, dict], tmp_path: Path) -> dict:
+    """make_inputs(tmp_path), copied from the module's one: tests may change their copy."""
+    root, made = made_inputs
+    shutil.copytree(root, tmp_path, dirs_exist_ok=True)
+    return copy.deepcopy(made)
 
 
 def build(inputs: dict, val: int = 3, test: int = 3, cap=None, seed: int = 0):

@@ -205,3 +205,25 @@ def test_bad_checkpoint_error_names_the_path(tmp_path, content):
                     "width": SMALL, "reparameterized": False, "meta": {}}, path)
     with pytest.raises(ContractError, match=str(path)):
         load_model(path)
+
+
+@pytest.mark.parametrize("name, module", [("mobilenetv2", "mobilenet"), ("shufflenetv2", "shufflenet"), ("vgg19bn", "vgg")])
+def test_our_conv_bn_block_builds_what_torchvision_s_built(name, module, monkeypatch):
+    """models.common.ConvBNAct replaced torchvision's Conv2dNormActivation (an import of over a
+    second in every stage): the same modules, state_dict keys, initial weights and logits, so
+    the saved models and every number made with them stay as they were."""
+    import importlib
+
+    from torchvision.ops import Conv2dNormActivation
+
+    ours = build_model(name, 10, 0.25, seed=0)
+    monkeypatch.setattr(importlib.import_module(f"advhybrid.models.{module}"), "ConvBNAct", Conv2dNormActivation)
+    theirs = build_model(name, 10, 0.25, seed=0)
+    assert any(isinstance(m, Conv2dNormActivation) for m in theirs.modules())
+    a, b = ours.state_dict(), theirs.state_dict()
+    assert list(a) == list(b) and all(torch.equal(a[k], b[k]) for k in a)
+    assert str(ours).replace("ConvBNAct", "Conv2dNormActivation") == str(theirs)
+    x = torch.rand(4, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+    ours.eval(), theirs.eval()
+    with torch.no_grad():
+        assert torch.equal(ours(x), theirs(x))

@@ -3,9 +3,8 @@ from __future__ import annotations
 
 import torch
 from torch import nn
-from torchvision.ops import Conv2dNormActivation
 
-from .common import Channels, pooled_logits
+from .common import Channels, ConvBNAct, pooled_logits
 
 
 # (expansion t, output channels c, blocks n, first stride s); ImageNet's second stride is 1 here.
@@ -18,10 +17,10 @@ class InvertedResidual(nn.Module):
     def __init__(self, cin: int, cout: int, stride: int, t: int):
         super().__init__()
         hidden = cin * t
-        expand = [Conv2dNormActivation(cin, hidden, 1, activation_layer=nn.ReLU6)] if t != 1 else []
+        expand = [ConvBNAct(cin, hidden, 1, activation_layer=nn.ReLU6)] if t != 1 else []
         self.block = nn.Sequential(
             *expand,
-            Conv2dNormActivation(hidden, hidden, 3, stride, groups=hidden, activation_layer=nn.ReLU6),
+            ConvBNAct(hidden, hidden, 3, stride, groups=hidden, activation_layer=nn.ReLU6),
             nn.Conv2d(hidden, cout, 1, bias=False), nn.BatchNorm2d(cout),
         )
         self.residual = stride == 1 and cin == cout
@@ -33,13 +32,13 @@ class InvertedResidual(nn.Module):
 class MobileNetV2(nn.Module):
     def __init__(self, num_classes: int, ch: Channels):
         super().__init__()
-        layers: list[nn.Module] = [Conv2dNormActivation(3, ch(32), 3, activation_layer=nn.ReLU6)]
+        layers: list[nn.Module] = [ConvBNAct(3, ch(32), 3, activation_layer=nn.ReLU6)]
         cin = ch(32)
         for t, c, n, s in SETTINGS:
             for j in range(n):
                 layers.append(InvertedResidual(cin, ch(c), s if j == 0 else 1, t))
                 cin = ch(c)
-        layers.append(Conv2dNormActivation(cin, ch(1280), 1, activation_layer=nn.ReLU6))
+        layers.append(ConvBNAct(cin, ch(1280), 1, activation_layer=nn.ReLU6))
         self.features = nn.Sequential(*layers)
         self.classifier = nn.Linear(ch(1280), num_classes)
 

@@ -3,9 +3,8 @@ from __future__ import annotations
 
 import torch
 from torch import nn
-from torchvision.ops import Conv2dNormActivation
 
-from .common import Channels, pooled_logits
+from .common import Channels, ConvBNAct, pooled_logits
 
 
 STAGES = (244, 488, 976)  # the 2.0x configuration
@@ -32,14 +31,14 @@ class ShuffleUnit(nn.Module):
         self.left = nn.Sequential()
         if stride == 2:
             self.left = nn.Sequential(
-                Conv2dNormActivation(cin, cin, 3, 2, groups=cin, activation_layer=None),
-                Conv2dNormActivation(cin, half, 1),
+                ConvBNAct(cin, cin, 3, 2, groups=cin, activation_layer=None),
+                ConvBNAct(cin, half, 1),
             )
         bcin = cin if stride == 2 else half
         self.right = nn.Sequential(
-            Conv2dNormActivation(bcin, half, 1),
-            Conv2dNormActivation(half, half, 3, stride, groups=half, activation_layer=None),
-            Conv2dNormActivation(half, half, 1),
+            ConvBNAct(bcin, half, 1),
+            ConvBNAct(half, half, 3, stride, groups=half, activation_layer=None),
+            ConvBNAct(half, half, 1),
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -54,13 +53,13 @@ class ShuffleUnit(nn.Module):
 class ShuffleNetV2(nn.Module):
     def __init__(self, num_classes: int, ch: Channels):
         super().__init__()
-        self.stem = Conv2dNormActivation(3, ch(24), 3)
+        self.stem = ConvBNAct(3, ch(24), 3)
         stages, cin = [], ch(24)
         for c, n in zip(STAGES, UNITS):
             stages += [ShuffleUnit(cin if j == 0 else ch(c), ch(c), 2 if j == 0 else 1) for j in range(n)]
             cin = ch(c)
         self.stages = nn.Sequential(*stages)
-        self.head = Conv2dNormActivation(cin, ch(2048), 1)
+        self.head = ConvBNAct(cin, ch(2048), 1)
         self.fc = nn.Linear(ch(2048), num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -3,9 +3,8 @@ from __future__ import annotations
 
 import torch
 from torch import nn
-from torchvision.ops import Conv2dNormActivation
 
-from .common import Channels
+from .common import Channels, ConvBNAct
 
 
 VGG19 = (64, 64, "M", 128, 128, "M", 256, 256, 256, 256, "M", 512, 512, 512, 512, "M", 512, 512, 512, 512, "M")
@@ -20,7 +19,7 @@ class VGG(nn.Module):
             if v == "M":
                 layers.append(nn.MaxPool2d(2))
             else:
-                layers.append(Conv2dNormActivation(cin, ch(v), 3))
+                layers.append(ConvBNAct(cin, ch(v), 3))
                 cin = ch(v)
         self.features = nn.Sequential(*layers)
         self.classifier = nn.Linear(cin, num_classes)
