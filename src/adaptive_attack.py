@@ -22,9 +22,16 @@ from advhybrid.params import ParamsError, load_section, stage_parser
 KINDS = ("defended", "baseline")
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     ap = stage_parser(__doc__, device=True)
-    args = ap.parse_args()
+    ap.add_argument("--hybrid", required=True, help="Hybrid CIFAR-10 folder: {train,test}.npz")
+    ap.add_argument("--defended", required=True, help="folder of the defended models: <model>.pt")
+    ap.add_argument("--baseline", required=True, help="folder of their clean controls: <model>.pt")
+    ap.add_argument("--models", required=True, help="output folder: <kind>_<model>.pt, one generator each")
+    ap.add_argument("--metrics", required=True, help="output record (JSON)")
+    ap.add_argument("--plots", required=True, help="output folder: <kind>_<model>.csv, the loss curves")
+    ap.add_argument("--checkpoints", required=True, help="resume folder (not a DVC output: a rerun must find it)")
+    args = ap.parse_args(argv)
     p = load_section("adaptive", args.params)
     cfg = GanConfig.from_params(load_section("gan", args.params))
     names = p.names("models")
@@ -34,20 +41,21 @@ def main() -> None:
     device = pick_device(args.device)
 
     keys = ["images", "labels", "is_adv"]
-    train, test = load_npz("data/hybrid/train.npz", keys), load_npz("data/hybrid/test.npz", keys)
+    train, test = load_npz(f"{args.hybrid}/train.npz", keys), load_npz(f"{args.hybrid}/test.npz", keys)
     real_tr, real_te = np.flatnonzero(train["is_adv"] == 0), np.flatnonzero(test["is_adv"] == 0)
     for key, n, pool in (("train_images", n_train, real_tr), ("eval_images", n_eval, real_te)):
         if n < 1:
             raise ParamsError(f"{p.source}: 'adaptive.{key}'={n} must be >= 1")
     tr = real_tr[stratified_subset(train["labels"][real_tr], n_train, seed)]
     te = real_te[stratified_subset(test["labels"][real_te], n_eval, seed)]
-    targets = {(kind, n): load_target(f"models/{kind}/{n}.pt", n) for n in names for kind in KINDS}
+    folders = {"defended": args.defended, "baseline": args.baseline}
+    targets = {(kind, n): load_target(f"{folders[kind]}/{n}.pt", n) for n in names for kind in KINDS}
 
     out: dict[str, dict] = {n: {} for n in names}
     for (kind, n), (model, sha) in targets.items():
         tag = f"{kind}_{n}"
         G, history = train_generator(model, train["images"][tr], train["labels"][tr], cfg, device,
-                                     checkpoint=f"checkpoints/adaptive/{tag}.pt", run_key=sha, desc=f"adaptive GAN [{tag}]")
+                                     checkpoint=f"{args.checkpoints}/{tag}.pt", run_key=sha, desc=f"adaptive GAN [{tag}]")
         at_k1 = evaluate_at_k(model, G, test["images"][te], test["labels"][te], 1.0, device, cfg.batch_size)
         r = run_k_search(model, G, test["images"][te], test["labels"][te], grid, device, cfg.batch_size,
                          desc=f"k search [{tag}]")
@@ -58,12 +66,12 @@ def main() -> None:
             "mean_k": round(float(np.mean(r.k)), 6) if len(r.k) else None,
             "n_attacked": r.n_attacked, "gan_steps": history[-1]["step"] if history else 0,
         }
-        save_generator(f"models/adaptive/{tag}.pt", G, target=n, target_sha256=sha, config=asdict(cfg), kind=kind)
-        save_csv(f"plots/adaptive/{tag}.csv", history)
+        save_generator(f"{args.models}/{tag}.pt", G, target=n, target_sha256=sha, config=asdict(cfg), kind=kind)
+        save_csv(f"{args.plots}/{tag}.csv", history)
         m = out[n][kind]
         print(f"{tag}: GAN at k=1 fools {m['k1_untargeted']}, k search {m['k_search_success']} of "
               f"{m['n_attacked']} correctly classified held-out images")
-    save_json("metrics/adaptive.json", out)
+    save_json(args.metrics, out)
 
 
 if __name__ == "__main__":

@@ -46,13 +46,13 @@ def read_params(path: str | Path) -> dict:
 
 def main(argv: list[str] | None = None) -> None:
     ap = stage_parser(__doc__, raw_doc=True)
-    ap.add_argument("--raw", default="data/raw/cifar10", type=Path)
-    ap.add_argument("--adversarial", default="data/adversarial", type=Path)
-    ap.add_argument("--out", default="data/hybrid", type=Path)
-    ap.add_argument("--metrics", default="metrics/hybrid.json", type=Path)
-    ap.add_argument("--validation-metrics", default="metrics/validation.json", type=Path)
-    ap.add_argument("--plots", default="plots/hybrid/counts.csv", type=Path)
-    ap.add_argument("--report", default="reports/validation", type=Path)
+    ap.add_argument("--raw", required=True, type=Path, help="CIFAR-10 folder: {train,test}.npz")
+    ap.add_argument("--adversarial", required=True, type=Path, help="folder of the AEs: <target>.npz")
+    ap.add_argument("--out", required=True, type=Path, help="output folder: {train,val,test}.npz")
+    ap.add_argument("--metrics", required=True, type=Path, help="output record (JSON)")
+    ap.add_argument("--validation-metrics", required=True, type=Path, help="output: the suite's results (JSON)")
+    ap.add_argument("--plots", required=True, type=Path, help="output plot: images per class (CSV)")
+    ap.add_argument("--report", required=True, type=Path, help="output folder: Great Expectations Data Docs")
     args = ap.parse_args(argv)
 
     p = read_params(args.params)

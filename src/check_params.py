@@ -20,7 +20,7 @@ MARKER = {"params": "params.yaml", "checked_by": "src/check_params.py (advhybrid
 
 def main(argv: list[str] | None = None) -> None:
     ap = stage_parser(__doc__)
-    ap.add_argument("--out", default="checks/params.json", type=Path)
+    ap.add_argument("--out", required=True, type=Path, help="the marker every other stage depends on")
     args = ap.parse_args(argv)
     try:
         load_params(args.params)

@@ -16,7 +16,7 @@ from advhybrid.params import load_section, stage_parser
 
 def main(argv: list[str] | None = None) -> None:
     ap = stage_parser(__doc__)
-    ap.add_argument("--out", default="data/raw/cifar10", type=Path)
+    ap.add_argument("--out", required=True, type=Path, help="output folder: {train,test}.npz")
     args = ap.parse_args(argv)
 
     p = load_section("data", args.params)

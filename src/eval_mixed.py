@@ -13,10 +13,13 @@ from advhybrid.params import load_section, stage_parser
 from advhybrid.training import predict
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     ap = stage_parser(__doc__)
-    ap.add_argument("--test", default="data/hybrid/test.npz")
-    args = ap.parse_args()
+    ap.add_argument("--models", required=True, help="folder of the defended models: <model>.pt")
+    ap.add_argument("--test", required=True, help="the Hybrid test split (npz)")
+    ap.add_argument("--metrics", required=True, help="output record (JSON)")
+    ap.add_argument("--plots", required=True, help="output folder: <ratio>.png, accuracy with intervals")
+    args = ap.parse_args(argv)
     p = load_section("eval_mixed", args.params)
     fractions = [float(f) for f in p["adv_fractions"]]
     n, draws, seed = p.typed("n_images", int), p.typed("draws", int), p.typed("seed", int)
@@ -27,7 +30,7 @@ def main() -> None:
 
     results, bars = {}, []
     for name in p["models"]:
-        model, _ = load_model(f"models/defended/{name}.pt", map_location=device)
+        model, _ = load_model(f"{args.models}/{name}.pt", map_location=device)
         pred = predict(model.to(device), test["images"], device).argmax(1).numpy()
         entry = {"whole_test": {**classification_metrics(y, pred), **accuracy_by_kind(y, pred, is_adv)}}
         for f in fractions:
@@ -43,10 +46,10 @@ def main() -> None:
                              "mean": s["mean"], "low": s["low"], "high": s["high"]})
         results[name] = entry
         print(f"{name}: whole test split accuracy {entry['whole_test']['accuracy']:.4f}")
-    save_json("metrics/eval_mixed.json", {"n_images": n, "draws": draws, "models": results})
+    save_json(args.metrics, {"n_images": n, "draws": draws, "models": results})
     for key in dict.fromkeys(r["ratio"] for r in bars):
         interval_bars([r for r in bars if r["ratio"] == key],
-                      f"{key}: {n} images x {draws} draws, 95% intervals", f"plots/eval_mixed/{key}.png")
+                      f"{key}: {n} images x {draws} draws, 95% intervals", f"{args.plots}/{key}.png")
 
 
 if __name__ == "__main__":

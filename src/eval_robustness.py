@@ -52,9 +52,17 @@ def autoattack_settings(p: Section) -> AutoAttackSettings:
         )) from None
 
 
-def main() -> None:
-    ap = stage_parser(__doc__, device=True)
-    args = ap.parse_args()
+def main(argv: list[str] | None = None) -> None:
+    ap = stage_parser(__doc__, device=True, raw_doc=True)
+    ap.add_argument("--test", required=True, help="the Hybrid test split (npz)")
+    ap.add_argument("--defended", required=True, help="folder of the defended models: <model>.pt")
+    ap.add_argument("--baseline", required=True, help="folder of their clean controls: <model>.pt")
+    ap.add_argument("--fast-at", required=True, help="folder of the adversarially trained reference: <model>.pt")
+    ap.add_argument("--details", required=True, help="output: everything, with intervals and tests (JSON)")
+    ap.add_argument("--metrics", required=True, help="output record: the headline figures (JSON)")
+    ap.add_argument("--curve", required=True, help="output plot: accuracy against the PGD budget (CSV)")
+    ap.add_argument("--figure", required=True, help="output figure: the same curve (PNG)")
+    args = ap.parse_args(argv)
     p = load_section("robustness", args.params)
     s = settings(p)
     names = p.names("models")
@@ -63,9 +71,9 @@ def main() -> None:
     set_threads()
     device = pick_device(args.device)
 
-    test = load_npz("data/hybrid/test.npz", TEST_KEYS)
-    paths = {**{f"defended/{n}": f"models/defended/{n}.pt" for n in names},
-             **{f"baseline/{n}": f"models/baseline/{n}.pt" for n in names}, f"fast_at/{fast_at}": f"models/fast_at/{fast_at}.pt"}
+    test = load_npz(args.test, TEST_KEYS)
+    paths = {**{f"defended/{n}": f"{args.defended}/{n}.pt" for n in names},
+             **{f"baseline/{n}": f"{args.baseline}/{n}.pt" for n in names}, f"fast_at/{fast_at}": f"{args.fast_at}/{fast_at}.pt"}
     models = {key: load_model(path)[0] for key, path in paths.items()}  # every file checked before any attack
 
     real = np.flatnonzero(test["is_adv"] == 0)
@@ -87,10 +95,10 @@ def main() -> None:
                            **asdict(s) | {"autoattack": s.autoattack.model_dump()},
                            "autoattack_deviations": deviations(s.autoattack)}
 
-    save_json("reports/robustness.json", details)
-    save_json("metrics/robustness.json", headline)
-    save_csv("plots/robustness/pgd.csv", curve)
-    accuracy_vs_eps("plots/robustness/pgd.png", curve, title=f"White-box PGD-{s.pgd_steps} ({n_images} Hybrid test real images)")
+    save_json(args.details, details)
+    save_json(args.metrics, headline)
+    save_csv(args.curve, curve)
+    accuracy_vs_eps(args.figure, curve, title=f"White-box PGD-{s.pgd_steps} ({n_images} Hybrid test real images)")
 
 
 def _evaluate(key: str, model, x, y, test: dict, s: RobustnessSettings, device) -> tuple[dict, dict, np.ndarray, list[dict]]:

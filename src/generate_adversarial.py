@@ -35,7 +35,13 @@ def _count(p, key: str, available: int, n_targets: int, path: str) -> int:
 
 def main(argv: list[str] | None = None) -> None:
     ap = stage_parser(__doc__, device=True)
-    ap.add_argument("--data", default="data/raw/cifar10")
+    ap.add_argument("--data", required=True, help="CIFAR-10 folder: {train,test}.npz")
+    ap.add_argument("--targets", required=True, help="folder of the target classifiers: <target>.pt")
+    ap.add_argument("--gan", required=True, help="folder of the generators: <target>.pt")
+    ap.add_argument("--out", required=True, help="output folder: <target>.npz, the successful AEs")
+    ap.add_argument("--metrics", required=True, help="output record (JSON)")
+    ap.add_argument("--k-hist", required=True, help="output plot: k histogram per target (CSV)")
+    ap.add_argument("--examples", required=True, help="output figure: real images and their AEs (PNG)")
     args = ap.parse_args(argv)
     p = load_section("adversarial", args.params)
     names = p.names("targets")
@@ -59,8 +65,8 @@ def main(argv: list[str] | None = None) -> None:
             raise ParamsError(f"{p.source}: 'adversarial.{s}_images'={n}: {e} ({args.data}/{s}.npz)") from None
     attackers = {}
     for name in names:
-        target, sha = load_target(f"models/targets/{name}.pt", name)
-        G, _ = load_generator(f"models/gan/{name}.pt", name, sha)
+        target, sha = load_target(f"{args.targets}/{name}.pt", name)
+        G, _ = load_generator(f"{args.gan}/{name}.pt", name, sha)
         attackers[name] = (target, G)
 
     metrics, k_rows, examples = {}, [], {}
@@ -80,7 +86,7 @@ def main(argv: list[str] | None = None) -> None:
             })
             n_attacked += r.n_attacked
         res = {key: np.concatenate([part[key] for part in parts]) for key in parts[0]}
-        save_npz(f"data/adversarial/{name}.npz", **res)
+        save_npz(f"{args.out}/{name}.npz", **res)
 
         metrics[name] = summarize_k_search(res, n_attacked, sum(len(slices[s][i_target]) for s in SPLITS))
         hist = np.isclose(res["k"][:, None], grid[None, :], atol=1e-6).sum(0)
@@ -93,9 +99,9 @@ def main(argv: list[str] | None = None) -> None:
         print(f"{name}: {m['n_success']}/{m['n_attacked']} attacked images fooled"
               + (f", mean k {m['mean_k']:.3f}, mean SSIM {m['mean_ssim']:.4f}" if m["n_success"] else ""))
 
-    save_json("metrics/adversarial.json", metrics)
-    save_csv("plots/adversarial/k_hist.csv", k_rows)
-    adversarial_examples("plots/adversarial/examples.png", examples, N_EXAMPLES)
+    save_json(args.metrics, metrics)
+    save_csv(args.k_hist, k_rows)
+    adversarial_examples(args.examples, examples, N_EXAMPLES)
 
 
 if __name__ == "__main__":

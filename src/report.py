@@ -7,12 +7,12 @@ from pathlib import Path
 import yaml
 
 from advhybrid.evaluation.goals import GOALS, check_goals
-from advhybrid.evaluation.records import load_records
+from advhybrid.evaluation.records import add_record_args, load_records
 from advhybrid.evaluation.report import render
 from advhybrid.io import file_digest, save_json, save_text
 from advhybrid.params import ParamsError, load_section, stage_parser
 
-DATA = ["data/hybrid/train.npz", "data/hybrid/val.npz", "data/hybrid/test.npz"]
+HYBRID_SPLITS = ("train", "val", "test")  # the files of --data the report fingerprints
 
 
 def command(params: dict) -> str:
@@ -23,21 +23,24 @@ def command(params: dict) -> str:
     return cmd if source == "official" else f"{cmd} -S data.source={source}"
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     ap = stage_parser(__doc__)
-    ap.add_argument("--out", default="reports/results.md")
-    ap.add_argument("--goals-out", default="reports/goals.json")
-    args = ap.parse_args()
+    ap.add_argument("--data", required=True, help="the Hybrid split folder, whose files the report fingerprints")
+    ap.add_argument("--out", required=True, help="the report (markdown)")
+    ap.add_argument("--goals-out", required=True, help="the goals record (JSON)")
+    add_record_args(ap)
+    args = ap.parse_args(argv)
     goal_params = load_section("report", args.params)["goals"]
     unknown = sorted(set(goal_params) - set(GOALS))
     if unknown:  # before any metrics are read: a typo fails at once, and a KeyError later is the metrics'
         raise ParamsError(f"{args.params}: 'report.goals' has unknown goals {unknown}; known: {', '.join(GOALS)}")
     # The report is the one stage that reads every params section: it prints them all.
     params = yaml.safe_load(Path(args.params).read_text())
-    m = load_records(params["train"]["models"], params["seeds"]["model"], params["seeds"]["extra"])
+    m = load_records(args, params["train"]["models"], params["seeds"]["model"], params["seeds"]["extra"])
     goals = check_goals(m, {k: goal_params.typed(k, float) for k in goal_params})
     save_json(args.goals_out, goals)
-    save_text(args.out, render(m, params, {p: file_digest(p, "md5") for p in DATA}, command(params), goals))
+    digests = {p: file_digest(p, "md5") for p in (f"{args.data}/{s}.npz" for s in HYBRID_SPLITS)}
+    save_text(args.out, render(m, params, digests, command(params), goals))
     print(f"wrote {args.out}")
 
 

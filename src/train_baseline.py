@@ -15,21 +15,26 @@ from advhybrid.hybrid_classifier import recipe, train_and_test, write_outputs
 from advhybrid.params import load_section, stage_parser
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     ap = stage_parser(__doc__)
     ap.add_argument("model")
-    args = ap.parse_args()
+    ap.add_argument("--raw", required=True, help="CIFAR-10 folder: train.npz, the control's images")
+    ap.add_argument("--hybrid", required=True, help="Hybrid CIFAR-10 folder: {train,val,test}.npz")
+    ap.add_argument("--weights", required=True, help="output: the trained model (.pt)")
+    ap.add_argument("--metrics", required=True, help="output record (JSON)")
+    ap.add_argument("--plots", required=True, help="output plot: the training curve (CSV)")
+    ap.add_argument("--checkpoint", required=True, help="resume file (not a DVC output: a rerun must find it)")
+    args = ap.parse_args(argv)
     cfg, width = recipe(load_section("train", args.params), args.model, "the model")
     set_threads()
     device = dist.init(pick_device())  # torchrun: this rank's device; one process: as before
 
-    train, val, test = load_clean_control("data/raw/cifar10", "data/hybrid", cfg.seed)
+    train, val, test = load_clean_control(args.raw, args.hybrid, cfg.seed)
     model, metrics, history, pred = train_and_test(args.model, width, cfg, train, val, test, device,
-                                                   checkpoint=f"checkpoints/baseline/{args.model}.pt")
+                                                   checkpoint=args.checkpoint)
     if dist.is_main():  # only rank 0 writes
         write_outputs(model, args.model, width, metrics, history, test["labels"], pred,
-                      f"models/baseline/{args.model}.pt", f"metrics/baseline/{args.model}.json",
-                      f"plots/baseline/{args.model}.csv")
+                      args.weights, args.metrics, args.plots)
 
 
 if __name__ == "__main__":

@@ -9,11 +9,16 @@ from advhybrid.io import load_npz
 from advhybrid.params import load_section, stage_parser
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     ap = stage_parser(__doc__)
     ap.add_argument("model")
-    ap.add_argument("--data", default="data/hybrid")
-    args = ap.parse_args()
+    ap.add_argument("--data", required=True, help="Hybrid CIFAR-10 folder: {train,val,test}.npz")
+    ap.add_argument("--weights", required=True, help="output: the trained model (.pt)")
+    ap.add_argument("--metrics", required=True, help="output record (JSON)")
+    ap.add_argument("--plots", required=True, help="output plot: the training curve (CSV)")
+    ap.add_argument("--confusion", required=True, help="output plot: the test confusion matrix (CSV)")
+    ap.add_argument("--checkpoint", required=True, help="resume file (not a DVC output: a rerun must find it)")
+    args = ap.parse_args(argv)
     cfg, width = recipe(load_section("train", args.params), args.model, "the model")
     set_threads()
     device = dist.init(pick_device())  # torchrun: this rank's device; one process: as before
@@ -21,11 +26,10 @@ def main() -> None:
     train, val, test = (load_npz(f"{args.data}/{s}.npz", SPLIT_KEYS) for s in ("train", "val", "test"))
     model, metrics, history, pred = train_and_test(
         args.model, width, cfg, (train["images"], train["labels"]), (val["images"], val["labels"]), test,
-        device, checkpoint=f"checkpoints/train/{args.model}.pt")
+        device, checkpoint=args.checkpoint)
     if dist.is_main():  # only rank 0 writes
         write_outputs(model, args.model, width, metrics, history, test["labels"], pred,
-                      f"models/defended/{args.model}.pt", f"metrics/train/{args.model}.json",
-                      f"plots/train/{args.model}.csv", f"plots/confusion/{args.model}.csv")
+                      args.weights, args.metrics, args.plots, args.confusion)
 
 
 if __name__ == "__main__":

@@ -16,9 +16,15 @@ from advhybrid.params import ParamsError, load_section, stage_parser
 from advhybrid.training.adversarial import fgsm_random_start
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     ap = stage_parser(__doc__)
-    args = ap.parse_args()
+    ap.add_argument("--raw", required=True, help="CIFAR-10 folder: train.npz, the control's images")
+    ap.add_argument("--hybrid", required=True, help="Hybrid CIFAR-10 folder: {train,val,test}.npz")
+    ap.add_argument("--models", required=True, help="output folder: <fast_at.model>.pt")
+    ap.add_argument("--metrics", required=True, help="output record (JSON)")
+    ap.add_argument("--plots", required=True, help="output plot: the training curve (CSV)")
+    ap.add_argument("--checkpoints", required=True, help="resume folder (not a DVC output: a rerun must find it)")
+    args = ap.parse_args(argv)
     p, t = load_section("fast_at", args.params), load_section("train", args.params)
     name = p.typed("model", str)
     cfg, width = recipe(t, name, "'fast_at.model'")
@@ -28,14 +34,14 @@ def main() -> None:
     set_threads()
     device = dist.init(pick_device())  # torchrun: this rank's device; one process: as before
 
-    train, val, test = load_clean_control("data/raw/cifar10", "data/hybrid", cfg.seed)
+    train, val, test = load_clean_control(args.raw, args.hybrid, cfg.seed)
     model, metrics, history, pred = train_and_test(
-        name, width, cfg, train, val, test, device, checkpoint=f"checkpoints/fast_at/{name}.pt",
+        name, width, cfg, train, val, test, device, checkpoint=f"{args.checkpoints}/{name}.pt",
         perturb=fgsm_random_start(eps, alpha), key_extra={"fgsm_rs": [eps, alpha]})
     metrics |= {"eps_255": eps * 255, "alpha_255": alpha * 255}
     if dist.is_main():  # only rank 0 writes
         write_outputs(model, name, width, metrics, history, test["labels"], pred,
-                      f"models/fast_at/{name}.pt", "metrics/fast_at.json", "plots/fast_at.csv")
+                      f"{args.models}/{name}.pt", args.metrics, args.plots)
 
 
 if __name__ == "__main__":

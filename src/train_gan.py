@@ -19,7 +19,12 @@ from advhybrid.params import load_section, stage_parser
 
 def main(argv: list[str] | None = None) -> None:
     ap = stage_parser(__doc__, device=True)
-    ap.add_argument("--data", default="data/raw/cifar10")
+    ap.add_argument("--data", required=True, help="CIFAR-10 folder: {train,test}.npz")
+    ap.add_argument("--targets", required=True, help="folder of the target classifiers: <target>.pt")
+    ap.add_argument("--models", required=True, help="output folder: <target>.pt, one generator each")
+    ap.add_argument("--metrics", required=True, help="output record (JSON)")
+    ap.add_argument("--plots", required=True, help="output folder: <target>.csv, the loss curves")
+    ap.add_argument("--checkpoints", required=True, help="resume folder (not a DVC output: a rerun must find it)")
     args = ap.parse_args(argv)
     p = load_section("gan", args.params)
     cfg = GanConfig.from_params(p)
@@ -34,7 +39,7 @@ def main(argv: list[str] | None = None) -> None:
     test = load_npz(f"{args.data}/test.npz", ["images", "labels"])
     check_images(f"{args.data}/train.npz", train["images"])
     check_images(f"{args.data}/test.npz", test["images"])
-    targets = {name: load_target(f"models/targets/{name}.pt", name) for name in names}
+    targets = {name: load_target(f"{args.targets}/{name}.pt", name) for name in names}
     tr = stratified_subset(train["labels"], n_train, cfg.seed)
     te = stratified_subset(test["labels"], n_eval, cfg.seed)
 
@@ -42,21 +47,21 @@ def main(argv: list[str] | None = None) -> None:
     for name, (target, sha) in targets.items():
         G, history = train_generator(
             target, train["images"][tr], train["labels"][tr], cfg, device,
-            checkpoint=f"checkpoints/train_gan/{name}.pt", run_key=sha, desc=f"gan[{name}]",
+            checkpoint=f"{args.checkpoints}/{name}.pt", run_key=sha, desc=f"gan[{name}]",
         )
         if not dist.is_main():  # rank 0 alone evaluates and writes; the others go on to the next target
             continue
         metrics[name] = evaluate_at_k(target, G, test["images"][te], test["labels"][te], k_default, device,
                                       cfg.batch_size)
-        save_generator(f"models/gan/{name}.pt", G, target=name, target_sha256=sha, config=asdict(cfg))
-        save_csv(f"plots/gan/{name}.csv", history)
+        save_generator(f"{args.models}/{name}.pt", G, target=name, target_sha256=sha, config=asdict(cfg))
+        save_csv(f"{args.plots}/{name}.csv", history)
         m = metrics[name]
         if m["n_attacked"]:
             print(f"{name}: k={k_default:g} untargeted {m['untargeted_success']:.3f} "
                   f"targeted {m['targeted_success']:.3f} mean Linf {m['mean_linf'] * 255:.2f}/255 "
                   f"on {m['n_attacked']} correctly classified test images")
     if dist.is_main():
-        save_json("metrics/gan.json", metrics)
+        save_json(args.metrics, metrics)
 
 
 if __name__ == "__main__":

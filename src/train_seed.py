@@ -16,10 +16,14 @@ from advhybrid.io import load_npz, save_json
 from advhybrid.params import load_section, stage_parser
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     ap = stage_parser(__doc__)
     ap.add_argument("seed", type=int)
-    args = ap.parse_args()
+    ap.add_argument("--raw", required=True, help="CIFAR-10 folder: train.npz, the control's images")
+    ap.add_argument("--hybrid", required=True, help="Hybrid CIFAR-10 folder: {train,val,test}.npz")
+    ap.add_argument("--metrics", required=True, help="output record (JSON)")
+    ap.add_argument("--checkpoints", required=True, help="resume folder (not a DVC output: a rerun must find it)")
+    args = ap.parse_args(argv)
     p, t = load_section("seeds", args.params), load_section("train", args.params)
     name = p.typed("model", str)
     base, width = recipe(t, name, "'seeds.model'")
@@ -27,19 +31,19 @@ def main() -> None:
     set_threads()
     device = dist.init(pick_device())  # torchrun: this rank's device; one process: as before
 
-    hybrid = {s: load_npz(f"data/hybrid/{s}.npz", SPLIT_KEYS) for s in ("train", "val")}
+    hybrid = {s: load_npz(f"{args.hybrid}/{s}.npz", SPLIT_KEYS) for s in ("train", "val")}
     hybrid_train, hybrid_val = ((hybrid[s]["images"], hybrid[s]["labels"]) for s in ("train", "val"))
-    clean, clean_val, test = load_clean_control("data/raw/cifar10", "data/hybrid", base.seed)  # same images
+    clean, clean_val, test = load_clean_control(args.raw, args.hybrid, base.seed)  # same images
     out = {}
     for kind, train, val in (("defended", hybrid_train, hybrid_val), ("baseline", clean, clean_val)):
         _, metrics, _, _ = train_and_test(name, width, cfg, train, val, test, device,
-                                          checkpoint=f"checkpoints/seeds/{kind}_{name}_s{args.seed}.pt")
+                                          checkpoint=f"{args.checkpoints}/{kind}_{name}_s{args.seed}.pt")
         out[kind] = metrics
         if dist.is_main():
             print(f"{kind} {name} seed {args.seed}: Hybrid test {metrics['test_acc']:.4f} "
                   f"(real {metrics['test_acc_real']:.4f}, AEs {metrics['test_acc_adv']:.4f})")
     if dist.is_main():
-        save_json(f"metrics/seeds/s{args.seed}.json", {"model": name, "seed": args.seed, **out})
+        save_json(args.metrics, {"model": name, "seed": args.seed, **out})
 
 
 if __name__ == "__main__":

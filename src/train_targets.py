@@ -13,10 +13,14 @@ from advhybrid.params import load_section, stage_parser
 from advhybrid.training import TrainConfig, fit, predict
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     ap = stage_parser(__doc__)
-    ap.add_argument("--data", default="data/raw/cifar10")
-    args = ap.parse_args()
+    ap.add_argument("--data", required=True, help="CIFAR-10 folder: {train,test}.npz")
+    ap.add_argument("--models", required=True, help="output folder: <target>.pt")
+    ap.add_argument("--metrics", required=True, help="output record (JSON)")
+    ap.add_argument("--plots", required=True, help="output folder: <target>.csv, the training curves")
+    ap.add_argument("--checkpoints", required=True, help="resume folder (not a DVC output: a rerun must find it)")
+    args = ap.parse_args(argv)
     p = load_section("targets", args.params)
     cfg = TrainConfig.from_section(p)
     set_threads()
@@ -36,7 +40,7 @@ def main() -> None:
         model = build_model(name, num_classes=10, width=width, seed=cfg.seed)
         # The test split only draws the curves here; the last epoch's weights are kept.
         model, history = fit(model, (x, y), (xt, yt), cfg, device,
-                             checkpoint=f"checkpoints/train_targets/{name}.pt", name=name, select_best=False)
+                             checkpoint=f"{args.checkpoints}/{name}.pt", name=name, select_best=False)
         if not dist.is_main():  # rank 0 alone tests and writes; the others go on to the next model
             continue
         pred = predict(model, xt, device).argmax(1).numpy()
@@ -49,12 +53,12 @@ def main() -> None:
             "params": count_parameters(model),
             "minutes": round((time.perf_counter() - t0) / 60, 2),
         }
-        save_model(f"models/targets/{name}.pt", model, name, 10, width,
+        save_model(f"{args.models}/{name}.pt", model, name, 10, width,
                    test_acc=scores["accuracy"])
-        save_csv(f"plots/targets/{name}.csv", history)
+        save_csv(f"{args.plots}/{name}.csv", history)
         print(f"{name}: clean test accuracy {scores['accuracy']:.4f}")
     if dist.is_main():
-        save_json("metrics/targets.json", results)
+        save_json(args.metrics, results)
 
 
 if __name__ == "__main__":

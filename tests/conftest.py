@@ -56,6 +56,23 @@ STAGES = ["check_params", "download_cifar", "train_targets", "train_gan", "gener
           "report", "summarize"]
 
 
+def stage_command(stage: str) -> str:
+    """A stage's command as written in dvc.yaml (a foreach stage's `do`, with `${item}` kept)."""
+    import yaml
+
+    st = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"][stage]
+    return (st["do"] if "foreach" in st else st)["cmd"]
+
+
+def stage_args(stage: str, item: str | None = None) -> list[str]:
+    """The arguments dvc.yaml gives a stage's script, paths relative to the repository's root:
+    a test that runs a stage in a copy of that layout runs it as `dvc repro` would."""
+    import shlex
+
+    words = shlex.split(stage_command(stage).replace("${item}", str(item)))
+    return words[next(i for i, w in enumerate(words) if w.endswith(".py")) + 1:]
+
+
 def assert_lock_lists_every_stage(lock: dict) -> None:
     """Every stage of this scale is in dvc.lock. Entries beyond them may only be foreach items
     this scale does not generate (main's committed lock has the reference scale's seed@2, and

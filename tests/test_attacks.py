@@ -25,7 +25,7 @@ from advhybrid.data.subset import stratified_subset
 from advhybrid.device import to_float
 from advhybrid.io import load_npz, save_npz
 from advhybrid.params import load_section
-from conftest import REPO, synthetic_cifar
+from conftest import REPO, stage_args, synthetic_cifar
 
 CPU = torch.device("cpu")
 
@@ -387,6 +387,11 @@ def load_stage(name: str):
     return mod
 
 
+def run_stage(name: str) -> None:
+    """The stage's main() in the working directory, with dvc.yaml's arguments, on the CPU."""
+    load_stage(name).main(["--device", "cpu", *stage_args(name)])
+
+
 def write_params(ws: Path, **adv_over) -> None:
     (ws / "params.yaml").write_text(yaml.safe_dump({"gan": gan_params(), "adversarial": adv_params(**adv_over)}))
 
@@ -425,7 +430,7 @@ def workspace(tmp_path_factory) -> Path:
     write_params(ws)
     with pytest.MonkeyPatch.context() as mp:
         mp.chdir(ws)
-        load_stage("train_gan").main(["--device", "cpu"])
+        run_stage("train_gan")
     return ws
 
 
@@ -473,7 +478,7 @@ def test_train_gan_writes_generators_bound_to_their_target_metrics_and_curves(ws
 def test_generate_adversarial_stores_only_successes_that_still_fool_the_target(ws):
     from advhybrid.models import load_model
 
-    load_stage("generate_adversarial").main(["--device", "cpu"])
+    run_stage("generate_adversarial")
     keys = ["images", "labels", "source_split", "source_index", "target_class", "k", "pred", "l2", "linf", "ssim"]
     adv = load_npz("data/adversarial/vgg19bn.npz", keys)
     assert adv["images"].dtype == np.uint8 and len(adv["images"]) > 0
@@ -511,21 +516,21 @@ def assert_nothing_written(ws: Path, outs: list[str]) -> None:
 def test_generate_adversarial_fails_clearly_on_a_missing_target_checkpoint(ws):
     (ws / "models/targets/mobilenetv2.pt").unlink()
     with pytest.raises(FileNotFoundError, match="models/targets/mobilenetv2.pt"):
-        load_stage("generate_adversarial").main(["--device", "cpu"])
+        run_stage("generate_adversarial")
     assert_nothing_written(ws, STAGE_OUTS)
 
 
 def test_generate_adversarial_fails_clearly_on_an_unreadable_target_checkpoint(ws):
     (ws / "models/targets/mobilenetv2.pt").write_bytes(b"not a checkpoint")
     with pytest.raises(ValueError, match="models/targets/mobilenetv2.pt"):
-        load_stage("generate_adversarial").main(["--device", "cpu"])
+        run_stage("generate_adversarial")
     assert_nothing_written(ws, STAGE_OUTS)
 
 
 def test_generate_adversarial_refuses_a_generator_trained_against_another_target(ws):
     shutil.copy(ws / "models/gan/vgg19bn.pt", ws / "models/gan/mobilenetv2.pt")
     with pytest.raises(GeneratorMismatchError, match="trained against target 'vgg19bn', not 'mobilenetv2'"):
-        load_stage("generate_adversarial").main(["--device", "cpu"])
+        run_stage("generate_adversarial")
     assert_nothing_written(ws, STAGE_OUTS)
 
 
@@ -534,21 +539,21 @@ def test_generate_adversarial_refuses_a_generator_trained_against_an_older_targe
 
     save_model(ws / "models/targets/vgg19bn.pt", build_model("vgg19bn", 10, 0.0625), "vgg19bn", 10, 0.0625)
     with pytest.raises(GeneratorMismatchError, match="sha256"):
-        load_stage("generate_adversarial").main(["--device", "cpu"])
+        run_stage("generate_adversarial")
     assert_nothing_written(ws, STAGE_OUTS)
 
 
 def test_generate_adversarial_refuses_slices_that_do_not_fit_naming_the_key(ws):
     write_params(ws, train_images=50)  # 2 targets x 50 > 90 training images
     with pytest.raises(Exception, match=r"adversarial.train_images'=50 per target must be in 1..45"):
-        load_stage("generate_adversarial").main(["--device", "cpu"])
+        run_stage("generate_adversarial")
     assert_nothing_written(ws, STAGE_OUTS)
 
 
 def test_generate_adversarial_refuses_an_empty_k_grid(ws):
     write_params(ws, k_min=0.8, k_max=0.2)
     with pytest.raises(KGridError, match="adversarial.k_max=0.2"):
-        load_stage("generate_adversarial").main(["--device", "cpu"])
+        run_stage("generate_adversarial")
     assert_nothing_written(ws, STAGE_OUTS)
 
 
@@ -557,7 +562,7 @@ def test_train_gan_fails_clearly_on_a_missing_target_checkpoint(ws):
         shutil.rmtree(ws / out) if (ws / out).is_dir() else (ws / out).unlink()
     (ws / "models/targets/vgg19bn.pt").unlink()
     with pytest.raises(FileNotFoundError, match="models/targets/vgg19bn.pt"):
-        load_stage("train_gan").main(["--device", "cpu"])
+        run_stage("train_gan")
     assert_nothing_written(ws, ["models/gan", "metrics/gan.json", "plots/gan"])
 
 

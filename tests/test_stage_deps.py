@@ -1,11 +1,14 @@
-"""Every module a stage imports is one of its DVC deps, so editing it makes the stage stale.
+"""dvc.yaml is the whole contract of each stage: what it imports, reads and writes.
 
-The imports are read from the code (AST, followed transitively through the advhybrid package),
-not from a list kept by hand, so a new import without a new dep fails here.
+Every module a stage imports is one of its DVC deps, so editing it makes the stage stale. The
+imports are read from the code (AST, followed transitively through the advhybrid package), not
+from a list kept by hand, so a new import without a new dep fails here. Every file a stage reads
+or writes is an argument of its command, so dvc.yaml is the one place a path is written.
 """
 from __future__ import annotations
 
 import ast
+import shlex
 from pathlib import Path
 
 import pytest
@@ -86,3 +89,54 @@ def test_stage_deps_cover_every_module_the_stage_imports(stage):
     missing = sorted(f.relative_to(REPO).as_posix() for f in imported_files(script) if not covered(f, deps))
     missing = [m for m in missing if not docstring_only(REPO / m)]
     assert not missing, f"dvc.yaml stage {stage!r} imports code it does not list in deps: {missing}"
+
+
+# --- paths: the command names every declared file, and the code names none -----------------------
+
+MARKER = "checks/params.json"   # every stage's dep, for the order alone (check_params runs first)
+RESUME = "checkpoints/"          # resume state: named in the command, never an output DVC would delete
+TOP = ("data/", "models/", "metrics/", "plots/", "reports/", "checks/", "checkpoints/")
+ALLOWED = {  # literal repository paths in src/ that are not a stage's inputs or outputs
+    ("src/advhybrid/evaluation/summary.py", "models/"): "a row's name inside the summary folder",
+}
+
+
+def declared(st: dict) -> set[str]:
+    """A stage's non-code deps (less the order marker) and its outs, metrics and plots."""
+    deps = {d for d in st.get("deps", []) if isinstance(d, str) and not d.startswith("src/")} - {MARKER}
+    return deps | {next(iter(o)) if isinstance(o, dict) else o
+                   for key in ("outs", "metrics", "plots") for o in st.get(key, [])}
+
+
+def path_arguments(cmd: str) -> set[str]:
+    words = shlex.split(cmd)
+    args = words[next(i for i, w in enumerate(words) if w.endswith(".py")) + 1:]
+    return {w for w in args if not w.startswith("-") and "/" in w}
+
+
+@pytest.mark.parametrize("stage", sorted(stages()))
+def test_every_file_a_stage_reads_or_writes_is_an_argument_of_its_command(stage):
+    st = stages()[stage]
+    given, paths = path_arguments(st["cmd"]), declared(st)
+    assert paths - given == set(), f"{stage}: declared in dvc.yaml but not passed to the script: {sorted(paths - given)}"
+    undeclared = {p for p in given - paths if not p.startswith(RESUME)}
+    assert not undeclared, f"{stage}: the command names paths dvc.yaml does not declare: {sorted(undeclared)}"
+
+
+def _docstrings(tree: ast.AST) -> set[int]:
+    return {id(n.body[0].value) for n in ast.walk(tree)
+            if isinstance(n, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef))
+            and n.body and isinstance(n.body[0], ast.Expr) and isinstance(n.body[0].value, ast.Constant)}
+
+
+def test_no_stage_script_or_library_module_writes_a_pipeline_path():
+    scripts = {REPO / w for st in stages().values() for w in shlex.split(st["cmd"]) if w.endswith(".py")}
+    found = []
+    for f in sorted(scripts | set((SRC / "advhybrid").rglob("*.py"))):
+        tree = ast.parse(f.read_text())
+        docs = _docstrings(tree)
+        rel = f.relative_to(REPO).as_posix()
+        found += [f"{rel}:{n.lineno}: {n.value!r}" for n in ast.walk(tree)
+                  if isinstance(n, ast.Constant) and isinstance(n.value, str) and id(n) not in docs
+                  and n.value.startswith(TOP) and (rel, n.value) not in ALLOWED]
+    assert not found, "paths belong in dvc.yaml's commands, not in the code:\n" + "\n".join(found)

@@ -11,6 +11,7 @@ from advhybrid.evaluation.goals import check_goals
 from advhybrid.evaluation.records import load_records, read_json
 from advhybrid.evaluation.summary import summarize
 from advhybrid.io import ContractError
+from conftest import stage_args
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
 import show  # noqa: E402
@@ -66,13 +67,19 @@ def test_seed_spread_is_a_mean_and_sd_whatever_the_number_of_seeds():
     assert rows["controls/resnet50"]["seed_mean"] == pytest.approx(0.54)
 
 
+def record_paths(root: Path) -> dict[str, Path]:
+    """summarize's options from dvc.yaml (`--eval-mixed metrics/eval_mixed.json`...), under `root`."""
+    args = stage_args("summarize")
+    return {opt[2:].replace("-", "_"): root / value for opt, value in zip(args[::2], args[1::2])}
+
+
 def test_a_truncated_record_is_named_not_read_as_empty(tmp_path):
     (tmp_path / "metrics").mkdir()
     for name in ("targets", "gan", "adversarial", "hybrid", "validation"):
         (tmp_path / f"metrics/{name}.json").write_text("{}")
     (tmp_path / "metrics/eval_mixed.json").write_text('{"models": {"resnet50": ')
     with pytest.raises(ContractError, match=r"metrics/eval_mixed.json: not valid JSON"):
-        load_records(["resnet50"], "resnet50", [], tmp_path)
+        load_records(record_paths(tmp_path), ["resnet50"], "resnet50", [])
     with pytest.raises(FileNotFoundError, match=r"metrics/nothing.json: no such file"):
         read_json(tmp_path / "metrics/nothing.json")
 

@@ -1,38 +1,55 @@
 """Every stage's record (its plain JSON output), read into one dict for the report and the summary.
 
 The records are the stages' full outputs: per-check validation results, per-class counts,
-per-draw statistics. `evaluation.summary` folds them into the few numbers DVC compares.
+per-draw statistics. `evaluation.summary` folds them into the few numbers DVC compares. Where
+each record lives is said once, in dvc.yaml: the stages that read them take every path as an
+argument (`add_record_args`).
 """
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
 from typing import Any
 
 from ..io import load_json
 
-RECORDS = ["targets", "gan", "adversarial", "hybrid", "validation", "eval_mixed"]
-STUDY = {"robustness": "metrics/robustness.json", "robustness_details": "reports/robustness.json",
-         "adaptive": "metrics/adaptive.json", "fast_at": "metrics/fast_at.json"}
+# record name -> what the path names; `--eval-mixed` for "eval_mixed"
+PIPELINE = {"targets": "file", "gan": "file", "adversarial": "file", "hybrid": "file",
+            "validation": "file", "eval_mixed": "file", "train": "folder of <model>.json"}
+STUDY = {"robustness": "file", "robustness_details": "file", "adaptive": "file", "fast_at": "file",
+         "baseline": "folder of <model>.json", "seeds": "folder of s<seed>.json"}
+
+
+def add_record_args(ap: argparse.ArgumentParser) -> None:
+    """One required option per record: the stage's command in dvc.yaml names each file."""
+    g = ap.add_argument_group("stage records (paths from dvc.yaml)")
+    for name, kind in (PIPELINE | STUDY).items():
+        g.add_argument("--" + name.replace("_", "-"), required=True, type=Path, metavar="PATH",
+                       help=f"{name}'s record ({kind})")
 
 
 def read_json(path: str | Path) -> Any:
     return load_json(path, "a stage's record (`dvc repro` writes it)")
 
 
-def load_records(models: list[str], seed_model: str, extra_seeds: list[int], root: str | Path = ".") -> dict[str, Any]:
+def load_records(paths: argparse.Namespace | dict[str, Path], models: list[str], seed_model: str,
+                 extra_seeds: list[int]) -> dict[str, Any]:
     """Records of the paper's pipeline and, where it has run, of the robustness study.
 
-    Under `dvc repro` the study's files always exist (they are deps); run by hand on a pipeline
-    stopped before the study, its keys are simply absent and the readers say so.
+    `paths` (a stage's parsed arguments, or a dict) gives each record name of PIPELINE and STUDY
+    its file or folder; other entries are ignored. Under `dvc repro`
+    the study's files always exist (they are deps); run by hand on a pipeline stopped before the
+    study, its keys are simply absent and the readers say so.
     """
-    root = Path(root)
-    r: dict[str, Any] = {k: read_json(root / f"metrics/{k}.json") for k in RECORDS}
-    r["train"] = {n: read_json(root / f"metrics/train/{n}.json") for n in models}
-    if not (root / STUDY["robustness_details"]).is_file():
+    given = vars(paths) if isinstance(paths, argparse.Namespace) else paths
+    p = {k: Path(given[k]) for k in PIPELINE | STUDY}
+    r: dict[str, Any] = {k: read_json(p[k]) for k, kind in PIPELINE.items() if kind == "file"}
+    r["train"] = {n: read_json(p["train"] / f"{n}.json") for n in models}
+    if not p["robustness_details"].is_file():
         return r
-    r |= {k: read_json(root / p) for k, p in STUDY.items()}
-    r["baseline"] = {n: read_json(root / f"metrics/baseline/{n}.json") for n in models}
+    r |= {k: read_json(p[k]) for k, kind in STUDY.items() if kind == "file"}
+    r["baseline"] = {n: read_json(p["baseline"] / f"{n}.json") for n in models}
     seed0 = {"model": seed_model, "seed": 0, "defended": r["train"][seed_model],
              "baseline": r["baseline"][seed_model]}
-    r["seeds"] = [seed0] + [read_json(root / f"metrics/seeds/s{s}.json") for s in extra_seeds]
+    r["seeds"] = [seed0] + [read_json(p["seeds"] / f"s{s}.json") for s in extra_seeds]
     return r
