@@ -12,7 +12,7 @@ import yaml
 
 from advhybrid.device import set_threads
 from advhybrid.io import ContractError, load_checkpoint, load_json, load_npz, save_json, save_npz
-from conftest import REPO, synthetic_cifar
+from conftest import REPO, stage_args, synthetic_cifar
 
 
 @pytest.mark.parametrize("labels, message", [
@@ -40,7 +40,8 @@ def test_train_targets_refuses_an_out_of_range_label_that_its_subset_would_skip(
                    lr=0.001, weight_decay=0.0, restart_epochs=1, restart_mult=1, label_smoothing=0.0,
                    augment=False, seed=0, compile=False)
     (tmp_path / "params.yaml").write_text(yaml.safe_dump({"targets": targets}))
-    proc = subprocess.run([sys.executable, str(REPO / "src" / "train_targets.py"), "--data", str(data)],
+    argv = [*stage_args("train_targets"), "--data", str(data)]  # dvc.yaml's paths, but this data folder
+    proc = subprocess.run([sys.executable, str(REPO / "src" / "train_targets.py"), *argv],
                           cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert proc.returncode != 0
     assert f"{data}/train.npz: 'labels' must be one integer class index in 0..9 per image; 1 are not" in proc.stderr

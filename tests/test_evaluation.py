@@ -6,7 +6,7 @@ import sys
 
 import numpy as np
 import pytest
-from conftest import REPO
+from conftest import REPO, stage_args
 from sklearn.metrics import precision_score, recall_score
 
 from advhybrid.evaluation.metrics import accuracy_by_kind, classification_metrics, interval
@@ -138,7 +138,8 @@ def test_report_puts_the_goals_first_with_their_status_and_the_papers_figure():
 
 def test_report_stage_refuses_an_unknown_goal_before_reading_any_metrics(tmp_path):
     (tmp_path / "params.yaml").write_text("report:\n  goals:\n    target_clean_acc: 0.8\n    speed: 1.0\n")
-    r = subprocess.run([sys.executable, str(REPO / "src" / "report.py")], cwd=tmp_path, capture_output=True, text=True)
+    r = subprocess.run([sys.executable, str(REPO / "src" / "report.py"), *stage_args("report")], cwd=tmp_path,
+                       capture_output=True, text=True)
     assert r.returncode != 0
     assert "params.yaml: 'report.goals' has unknown goals ['speed']; known: target_clean_acc" in r.stderr
     assert not (tmp_path / "metrics").exists() and not (tmp_path / "reports").exists()
