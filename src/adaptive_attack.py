@@ -17,20 +17,16 @@ from advhybrid.attacks.ksearch import evaluate_at_k, k_grid, run_k_search
 from advhybrid.data.subset import stratified_subset
 from advhybrid.device import pick_device, set_threads
 from advhybrid.io import load_npz, save_csv, save_json
-from advhybrid.params import ParamsError, load_section, stage_parser
+from advhybrid.params import RECORD, RESUME, ParamsError, load_section, stage_parser
 
 KINDS = ("defended", "baseline")
 
 
 def main(argv: list[str] | None = None) -> None:
-    ap = stage_parser(__doc__, device=True)
-    ap.add_argument("--hybrid", required=True, help="Hybrid CIFAR-10 folder: {train,test}.npz")
-    ap.add_argument("--defended", required=True, help="folder of the defended models: <model>.pt")
-    ap.add_argument("--baseline", required=True, help="folder of their clean controls: <model>.pt")
-    ap.add_argument("--models", required=True, help="output folder: <kind>_<model>.pt, one generator each")
-    ap.add_argument("--metrics", required=True, help="output record (JSON)")
-    ap.add_argument("--plots", required=True, help="output folder: <kind>_<model>.csv, the loss curves")
-    ap.add_argument("--checkpoints", required=True, help="resume folder (not a DVC output: a rerun must find it)")
+    ap = stage_parser(__doc__, device=True, paths={
+        "hybrid": "Hybrid CIFAR-10 folder: {train,test}.npz", "defended": "the defended models: <model>.pt",
+        "baseline": "their clean controls: <model>.pt", "models": "output folder: <kind>_<model>.pt, the generators",
+        "metrics": RECORD, "plots": "output folder: <kind>_<model>.csv, the loss curves", "checkpoints": RESUME})
     args = ap.parse_args(argv)
     p = load_section("adaptive", args.params)
     cfg = GanConfig.from_params(load_section("gan", args.params))

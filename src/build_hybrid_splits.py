@@ -19,7 +19,7 @@ from advhybrid.data.hybrid import (
 )
 from advhybrid.data.validation import Expectations, validate_hybrid
 from advhybrid.io import csv_text, json_text, load_npz
-from advhybrid.params import ParamsError, load_section, stage_parser
+from advhybrid.params import RECORD, ParamsError, load_section, stage_parser
 from advhybrid.publish import output_set
 
 
@@ -45,14 +45,10 @@ def read_params(path: str | Path) -> dict:
 
 
 def main(argv: list[str] | None = None) -> None:
-    ap = stage_parser(__doc__, raw_doc=True)
-    ap.add_argument("--raw", required=True, type=Path, help="CIFAR-10 folder: {train,test}.npz")
-    ap.add_argument("--adversarial", required=True, type=Path, help="folder of the AEs: <target>.npz")
-    ap.add_argument("--out", required=True, type=Path, help="output folder: {train,val,test}.npz")
-    ap.add_argument("--metrics", required=True, type=Path, help="output record (JSON)")
-    ap.add_argument("--validation-metrics", required=True, type=Path, help="output: the suite's results (JSON)")
-    ap.add_argument("--plots", required=True, type=Path, help="output plot: images per class (CSV)")
-    ap.add_argument("--report", required=True, type=Path, help="output folder: Great Expectations Data Docs")
+    ap = stage_parser(__doc__, raw_doc=True, paths={
+        "raw": "CIFAR-10 folder: {train,test}.npz", "adversarial": "the AEs: <target>.npz", "out": "output folder: {train,val,test}.npz",
+        "metrics": RECORD, "validation_metrics": "output: the suite's results (JSON)",
+        "plots": "output plot: images per class (CSV)", "report": "output folder: Great Expectations Data Docs"})
     args = ap.parse_args(argv)
 
     p = read_params(args.params)

@@ -9,7 +9,6 @@ params change reruns only the stages that read it.
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
 from advhybrid.io import save_json
 from advhybrid.params import ParamsError, stage_parser
@@ -19,8 +18,7 @@ MARKER = {"params": "params.yaml", "checked_by": "src/check_params.py (advhybrid
 
 
 def main(argv: list[str] | None = None) -> None:
-    ap = stage_parser(__doc__)
-    ap.add_argument("--out", required=True, type=Path, help="the marker every other stage depends on")
+    ap = stage_parser(__doc__, paths={"out": "the marker every other stage depends on"})
     args = ap.parse_args(argv)
     try:
         load_params(args.params)

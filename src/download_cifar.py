@@ -5,7 +5,6 @@ The source is params `data.source` unless $ADVHYBRID_CIFAR_SOURCE overrides it (
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
 import numpy as np
 
@@ -15,8 +14,7 @@ from advhybrid.params import load_section, stage_parser
 
 
 def main(argv: list[str] | None = None) -> None:
-    ap = stage_parser(__doc__)
-    ap.add_argument("--out", required=True, type=Path, help="output folder: {train,test}.npz")
+    ap = stage_parser(__doc__, paths={"out": "output folder: {train,test}.npz"})
     args = ap.parse_args(argv)
 
     p = load_section("data", args.params)

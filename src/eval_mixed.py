@@ -9,16 +9,14 @@ from advhybrid.evaluation.metrics import accuracy_by_kind, classification_metric
 from advhybrid.evaluation.mixed import mixed_eval
 from advhybrid.io import load_npz, save_json
 from advhybrid.models import load_model
-from advhybrid.params import load_section, stage_parser
+from advhybrid.params import RECORD, load_section, stage_parser
 from advhybrid.training import predict
 
 
 def main(argv: list[str] | None = None) -> None:
-    ap = stage_parser(__doc__)
-    ap.add_argument("--models", required=True, help="folder of the defended models: <model>.pt")
-    ap.add_argument("--test", required=True, help="the Hybrid test split (npz)")
-    ap.add_argument("--metrics", required=True, help="output record (JSON)")
-    ap.add_argument("--plots", required=True, help="output folder: <ratio>.png, accuracy with intervals")
+    ap = stage_parser(__doc__, paths={
+        "models": "the defended models: <model>.pt", "test": "the Hybrid test split (npz)", "metrics": RECORD,
+        "plots": "output folder: <ratio>.png, accuracy with intervals"})
     args = ap.parse_args(argv)
     p = load_section("eval_mixed", args.params)
     fractions = [float(f) for f in p["adv_fractions"]]

@@ -23,7 +23,7 @@ from advhybrid.evaluation.figures import accuracy_vs_eps
 from advhybrid.evaluation.robustness import RobustnessSettings, compare_on_aes, split_figures, whitebox_figures
 from advhybrid.io import load_npz, save_csv, save_json
 from advhybrid.models import load_model
-from advhybrid.params import ParamsError, Section, load_section, stage_parser
+from advhybrid.params import RECORD, ParamsError, Section, load_section, stage_parser
 
 TEST_KEYS = ["images", "labels", "is_adv", "source_id", "target_model", "target_names"]
 
@@ -53,15 +53,11 @@ def autoattack_settings(p: Section) -> AutoAttackSettings:
 
 
 def main(argv: list[str] | None = None) -> None:
-    ap = stage_parser(__doc__, device=True, raw_doc=True)
-    ap.add_argument("--test", required=True, help="the Hybrid test split (npz)")
-    ap.add_argument("--defended", required=True, help="folder of the defended models: <model>.pt")
-    ap.add_argument("--baseline", required=True, help="folder of their clean controls: <model>.pt")
-    ap.add_argument("--fast-at", required=True, help="folder of the adversarially trained reference: <model>.pt")
-    ap.add_argument("--details", required=True, help="output: everything, with intervals and tests (JSON)")
-    ap.add_argument("--metrics", required=True, help="output record: the headline figures (JSON)")
-    ap.add_argument("--curve", required=True, help="output plot: accuracy against the PGD budget (CSV)")
-    ap.add_argument("--figure", required=True, help="output figure: the same curve (PNG)")
+    ap = stage_parser(__doc__, device=True, raw_doc=True, paths={
+        "test": "the Hybrid test split (npz)", "defended": "the defended models: <model>.pt",
+        "baseline": "their clean controls: <model>.pt", "fast_at": "the adversarially trained reference: <model>.pt",
+        "details": "output: everything, with intervals and tests (JSON)", "metrics": RECORD,
+        "curve": "output plot: accuracy against the PGD budget (CSV)", "figure": "output figure: the same curve"})
     args = ap.parse_args(argv)
     p = load_section("robustness", args.params)
     s = settings(p)

@@ -19,7 +19,7 @@ from advhybrid.data.subset import disjoint_stratified_slices
 from advhybrid.device import pick_device, set_threads
 from advhybrid.evaluation.figures import adversarial_examples
 from advhybrid.io import check_images, load_npz, save_csv, save_json, save_npz
-from advhybrid.params import ParamsError, load_section, stage_parser
+from advhybrid.params import RECORD, ParamsError, load_section, stage_parser
 
 SPLITS = ("train", "test")  # source_split 0, 1
 N_EXAMPLES = 3  # images per target in examples.png
@@ -34,14 +34,10 @@ def _count(p, key: str, available: int, n_targets: int, path: str) -> int:
 
 
 def main(argv: list[str] | None = None) -> None:
-    ap = stage_parser(__doc__, device=True)
-    ap.add_argument("--data", required=True, help="CIFAR-10 folder: {train,test}.npz")
-    ap.add_argument("--targets", required=True, help="folder of the target classifiers: <target>.pt")
-    ap.add_argument("--gan", required=True, help="folder of the generators: <target>.pt")
-    ap.add_argument("--out", required=True, help="output folder: <target>.npz, the successful AEs")
-    ap.add_argument("--metrics", required=True, help="output record (JSON)")
-    ap.add_argument("--k-hist", required=True, help="output plot: k histogram per target (CSV)")
-    ap.add_argument("--examples", required=True, help="output figure: real images and their AEs (PNG)")
+    ap = stage_parser(__doc__, device=True, paths={
+        "data": "CIFAR-10 folder: {train,test}.npz", "targets": "the target classifiers: <target>.pt", "gan": "their generators: <target>.pt",
+        "out": "output folder: <target>.npz, the successful AEs", "metrics": RECORD,
+        "k_hist": "output plot: k histogram per target (CSV)", "examples": "output figure: real images and their AEs"})
     args = ap.parse_args(argv)
     p = load_section("adversarial", args.params)
     names = p.names("targets")

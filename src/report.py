@@ -7,7 +7,7 @@ from pathlib import Path
 import yaml
 
 from advhybrid.evaluation.goals import GOALS, check_goals
-from advhybrid.evaluation.records import add_record_args, load_records
+from advhybrid.evaluation.records import RECORD_PATHS, load_records
 from advhybrid.evaluation.report import render
 from advhybrid.io import file_digest, save_json, save_text
 from advhybrid.params import ParamsError, load_section, stage_parser
@@ -24,11 +24,9 @@ def command(params: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    ap = stage_parser(__doc__)
-    ap.add_argument("--data", required=True, help="the Hybrid split folder, whose files the report fingerprints")
-    ap.add_argument("--out", required=True, help="the report (markdown)")
-    ap.add_argument("--goals-out", required=True, help="the goals record (JSON)")
-    add_record_args(ap)
+    ap = stage_parser(__doc__, paths={
+        "data": "the Hybrid split folder, whose files the report fingerprints", "out": "the report (markdown)",
+        "goals_out": "the goals record (JSON)", **RECORD_PATHS})
     args = ap.parse_args(argv)
     goal_params = load_section("report", args.params)["goals"]
     unknown = sorted(set(goal_params) - set(GOALS))

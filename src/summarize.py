@@ -3,17 +3,15 @@ compare, folded from every stage's record (evaluation/summary.py says which)."""
 from __future__ import annotations
 
 
-from advhybrid.evaluation.records import add_record_args, load_records, read_json
+from advhybrid.evaluation.records import RECORD_PATHS, load_records, read_json
 from advhybrid.evaluation.summary import summarize
 from advhybrid.io import atomic_dir, save_json
 from advhybrid.params import load_section, stage_parser
 
 
 def main(argv: list[str] | None = None) -> None:
-    ap = stage_parser(__doc__)
-    ap.add_argument("--goals", required=True, help="the report's goals record (JSON)")
-    ap.add_argument("--out", required=True, help="the summary folder (DVC metrics)")
-    add_record_args(ap)
+    ap = stage_parser(__doc__, paths={
+        "goals": "the report's goals record (JSON)", "out": "the summary folder (DVC metrics)", **RECORD_PATHS})
     args = ap.parse_args(argv)
     train, seeds = load_section("train", args.params), load_section("seeds", args.params)
     records = load_records(args, train.names("models"), seeds.typed("model", str), seeds["extra"])

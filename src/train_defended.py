@@ -4,20 +4,15 @@ from __future__ import annotations
 
 from advhybrid import dist
 from advhybrid.device import pick_device, set_threads
-from advhybrid.hybrid_classifier import SPLIT_KEYS, recipe, train_and_test, write_outputs
+from advhybrid.hybrid_classifier import HYBRID, RUN_OUTPUTS, SPLIT_KEYS, recipe, train_and_test, write_outputs
 from advhybrid.io import load_npz
 from advhybrid.params import load_section, stage_parser
 
 
 def main(argv: list[str] | None = None) -> None:
-    ap = stage_parser(__doc__)
+    ap = stage_parser(__doc__, paths={"data": HYBRID, **RUN_OUTPUTS,
+                                      "confusion": "output plot: the test confusion matrix (CSV)"})
     ap.add_argument("model")
-    ap.add_argument("--data", required=True, help="Hybrid CIFAR-10 folder: {train,val,test}.npz")
-    ap.add_argument("--weights", required=True, help="output: the trained model (.pt)")
-    ap.add_argument("--metrics", required=True, help="output record (JSON)")
-    ap.add_argument("--plots", required=True, help="output plot: the training curve (CSV)")
-    ap.add_argument("--confusion", required=True, help="output plot: the test confusion matrix (CSV)")
-    ap.add_argument("--checkpoint", required=True, help="resume file (not a DVC output: a rerun must find it)")
     args = ap.parse_args(argv)
     cfg, width = recipe(load_section("train", args.params), args.model, "the model")
     set_threads()

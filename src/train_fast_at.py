@@ -11,19 +11,15 @@ from __future__ import annotations
 from advhybrid.data.baseline import load_clean_control
 from advhybrid import dist
 from advhybrid.device import pick_device, set_threads
-from advhybrid.hybrid_classifier import recipe, train_and_test, write_outputs
-from advhybrid.params import ParamsError, load_section, stage_parser
+from advhybrid.hybrid_classifier import CLEAN_CONTROL, recipe, train_and_test, write_outputs
+from advhybrid.params import RECORD, RESUME, ParamsError, load_section, stage_parser
 from advhybrid.training.adversarial import fgsm_random_start
 
 
 def main(argv: list[str] | None = None) -> None:
-    ap = stage_parser(__doc__)
-    ap.add_argument("--raw", required=True, help="CIFAR-10 folder: train.npz, the control's images")
-    ap.add_argument("--hybrid", required=True, help="Hybrid CIFAR-10 folder: {train,val,test}.npz")
-    ap.add_argument("--models", required=True, help="output folder: <fast_at.model>.pt")
-    ap.add_argument("--metrics", required=True, help="output record (JSON)")
-    ap.add_argument("--plots", required=True, help="output plot: the training curve (CSV)")
-    ap.add_argument("--checkpoints", required=True, help="resume folder (not a DVC output: a rerun must find it)")
+    ap = stage_parser(__doc__, paths={**CLEAN_CONTROL, "models": "output folder: <fast_at.model>.pt",
+                                      "metrics": RECORD, "plots": "output plot: the training curve (CSV)",
+                                      "checkpoints": RESUME})
     args = ap.parse_args(argv)
     p, t = load_section("fast_at", args.params), load_section("train", args.params)
     name = p.typed("model", str)

@@ -14,17 +14,14 @@ from advhybrid.data.subset import stratified_subset
 from advhybrid import dist
 from advhybrid.device import pick_device, set_threads
 from advhybrid.io import check_images, load_npz, save_csv, save_json
-from advhybrid.params import load_section, stage_parser
+from advhybrid.params import RECORD, RESUME, load_section, stage_parser
 
 
 def main(argv: list[str] | None = None) -> None:
-    ap = stage_parser(__doc__, device=True)
-    ap.add_argument("--data", required=True, help="CIFAR-10 folder: {train,test}.npz")
-    ap.add_argument("--targets", required=True, help="folder of the target classifiers: <target>.pt")
-    ap.add_argument("--models", required=True, help="output folder: <target>.pt, one generator each")
-    ap.add_argument("--metrics", required=True, help="output record (JSON)")
-    ap.add_argument("--plots", required=True, help="output folder: <target>.csv, the loss curves")
-    ap.add_argument("--checkpoints", required=True, help="resume folder (not a DVC output: a rerun must find it)")
+    ap = stage_parser(__doc__, device=True, paths={
+        "data": "CIFAR-10 folder: {train,test}.npz", "targets": "the target classifiers: <target>.pt",
+        "models": "output folder: <target>.pt, one generator each", "metrics": RECORD,
+        "plots": "output folder: <target>.csv, the loss curves", "checkpoints": RESUME})
     args = ap.parse_args(argv)
     p = load_section("gan", args.params)
     cfg = GanConfig.from_params(p)

@@ -11,18 +11,14 @@ from dataclasses import replace
 from advhybrid.data.baseline import load_clean_control
 from advhybrid import dist
 from advhybrid.device import pick_device, set_threads
-from advhybrid.hybrid_classifier import SPLIT_KEYS, recipe, train_and_test
+from advhybrid.hybrid_classifier import CLEAN_CONTROL, SPLIT_KEYS, recipe, train_and_test
 from advhybrid.io import load_npz, save_json
-from advhybrid.params import load_section, stage_parser
+from advhybrid.params import RECORD, RESUME, load_section, stage_parser
 
 
 def main(argv: list[str] | None = None) -> None:
-    ap = stage_parser(__doc__)
+    ap = stage_parser(__doc__, paths={**CLEAN_CONTROL, "metrics": RECORD, "checkpoints": RESUME})
     ap.add_argument("seed", type=int)
-    ap.add_argument("--raw", required=True, help="CIFAR-10 folder: train.npz, the control's images")
-    ap.add_argument("--hybrid", required=True, help="Hybrid CIFAR-10 folder: {train,val,test}.npz")
-    ap.add_argument("--metrics", required=True, help="output record (JSON)")
-    ap.add_argument("--checkpoints", required=True, help="resume folder (not a DVC output: a rerun must find it)")
     args = ap.parse_args(argv)
     p, t = load_section("seeds", args.params), load_section("train", args.params)
     name = p.typed("model", str)

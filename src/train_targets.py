@@ -9,17 +9,14 @@ from advhybrid.device import pick_device, set_threads
 from advhybrid.evaluation.metrics import classification_metrics
 from advhybrid.io import load_npz, save_csv, save_json
 from advhybrid.models import build_model, count_parameters, save_model
-from advhybrid.params import load_section, stage_parser
+from advhybrid.params import RECORD, RESUME, load_section, stage_parser
 from advhybrid.training import TrainConfig, fit, predict
 
 
 def main(argv: list[str] | None = None) -> None:
-    ap = stage_parser(__doc__)
-    ap.add_argument("--data", required=True, help="CIFAR-10 folder: {train,test}.npz")
-    ap.add_argument("--models", required=True, help="output folder: <target>.pt")
-    ap.add_argument("--metrics", required=True, help="output record (JSON)")
-    ap.add_argument("--plots", required=True, help="output folder: <target>.csv, the training curves")
-    ap.add_argument("--checkpoints", required=True, help="resume folder (not a DVC output: a rerun must find it)")
+    ap = stage_parser(__doc__, paths={
+        "data": "CIFAR-10 folder: {train,test}.npz", "models": "output folder: <target>.pt", "metrics": RECORD,
+        "plots": "output folder: <target>.csv, the training curves", "checkpoints": RESUME})
     args = ap.parse_args(argv)
     p = load_section("targets", args.params)
     cfg = TrainConfig.from_section(p)

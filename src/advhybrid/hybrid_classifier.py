@@ -18,10 +18,15 @@ from advhybrid.data.cifar import CLASSES
 from advhybrid.evaluation.metrics import accuracy_by_kind, classification_metrics, confusion_rows
 from advhybrid.io import save_csv, save_json
 from advhybrid.models import build_model, count_parameters, save_model
-from advhybrid.params import ParamsError, Section
+from advhybrid.params import RECORD, RESUME, ParamsError, Section
 from advhybrid.training import TrainConfig, fit, predict, saved_epoch
 
 SPLIT_KEYS = ["images", "labels", "is_adv"]
+# the path options of the stages that train one of these classifiers (params.stage_parser)
+HYBRID = "Hybrid CIFAR-10 folder: {train,val,test}.npz"
+CLEAN_CONTROL = {"raw": "CIFAR-10 folder: train.npz, the clean control's images", "hybrid": HYBRID}
+RUN_OUTPUTS = {"weights": "output: the trained model (.pt)", "metrics": RECORD,
+               "plots": "output plot: the training curve (CSV)", "checkpoint": RESUME}
 
 
 def recipe(train: Section, name: str, key: str) -> tuple[TrainConfig, float]:
@@ -35,7 +40,7 @@ def recipe(train: Section, name: str, key: str) -> tuple[TrainConfig, float]:
 def train_and_test(
     name: str, width: float, cfg: TrainConfig, train: tuple[np.ndarray, np.ndarray],
     val: tuple[np.ndarray, np.ndarray], test: dict[str, np.ndarray], device: torch.device,
-    checkpoint: str, perturb: Callable | None = None, key_extra: dict | None = None,
+    checkpoint: str | Path, perturb: Callable | None = None, key_extra: dict | None = None,
 ) -> tuple[torch.nn.Module, dict[str, Any], list[dict], np.ndarray]:
     """Train `name` at `width` with `cfg`; return (model, Table 2 metrics, history, test predictions)."""
     t0 = time.perf_counter()
@@ -58,8 +63,8 @@ def train_and_test(
 
 
 def write_outputs(model: torch.nn.Module, name: str, width: float, metrics: dict, history: list[dict],
-                  test_labels: np.ndarray, pred: np.ndarray, model_path: str, metrics_path: str,
-                  curve_path: str, confusion_path: str | None = None) -> None:
+                  test_labels: np.ndarray, pred: np.ndarray, model_path: str | Path, metrics_path: str | Path,
+                  curve_path: str | Path, confusion_path: str | Path | None = None) -> None:
     save_model(model_path, model, name, 10, width, best_epoch=metrics["best_epoch"])
     save_json(metrics_path, metrics)
     save_csv(curve_path, history)

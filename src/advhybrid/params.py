@@ -83,12 +83,22 @@ def load_section(name: str, path: str | os.PathLike = "params.yaml") -> Section:
     return Section(doc[name], name, str(path))
 
 
-def stage_parser(doc: str | None, device: bool = False, raw_doc: bool = False) -> argparse.ArgumentParser:
-    """A stage script's command line: `--params` (the params.yaml DVC composed) and, for the
-    stages that can be pointed at one accelerator, `--device`; each stage adds its own paths."""
+# help texts of the path options most stages share
+RECORD = "output: the stage's record (JSON)"
+RESUME = "resume state, not a DVC output (DVC would delete it; a rerun after a crash must find it)"
+
+
+def stage_parser(doc: str | None, device: bool = False, raw_doc: bool = False,
+                 paths: dict[str, str] | None = None) -> argparse.ArgumentParser:
+    """A stage script's command line: `--params` (the params.yaml DVC composed), `--device` for
+    the stages that can be pointed at one accelerator, and `paths`, the stage's inputs and
+    outputs ({name: help}), each a required option (`k_hist` is `--k-hist PATH`): dvc.yaml's
+    command names every one, so no script writes a path of its own."""
     ap = argparse.ArgumentParser(description=doc,
                                  formatter_class=argparse.RawDescriptionHelpFormatter if raw_doc else argparse.HelpFormatter)
     ap.add_argument("--params", default="params.yaml", help="the params file (default: %(default)s)")
     if device:
         ap.add_argument("--device", default=None, help="cpu, cuda, cuda:1... (default: $ADVHYBRID_DEVICE, else the best there is)")
+    for name, text in (paths or {}).items():
+        ap.add_argument("--" + name.replace("_", "-"), required=True, type=Path, metavar="PATH", help=text)
     return ap

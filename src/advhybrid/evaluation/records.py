@@ -3,7 +3,7 @@
 The records are the stages' full outputs: per-check validation results, per-class counts,
 per-draw statistics. `evaluation.summary` folds them into the few numbers DVC compares. Where
 each record lives is said once, in dvc.yaml: the stages that read them take every path as an
-argument (`add_record_args`).
+argument (`RECORD_PATHS`).
 """
 from __future__ import annotations
 
@@ -20,12 +20,8 @@ STUDY = {"robustness": "file", "robustness_details": "file", "adaptive": "file",
          "baseline": "folder of <model>.json", "seeds": "folder of s<seed>.json"}
 
 
-def add_record_args(ap: argparse.ArgumentParser) -> None:
-    """One required option per record: the stage's command in dvc.yaml names each file."""
-    g = ap.add_argument_group("stage records (paths from dvc.yaml)")
-    for name, kind in (PIPELINE | STUDY).items():
-        g.add_argument("--" + name.replace("_", "-"), required=True, type=Path, metavar="PATH",
-                       help=f"{name}'s record ({kind})")
+# the record options of the stages that read them all (params.stage_parser's `paths`)
+RECORD_PATHS = {name: f"{name}'s record ({kind})" for name, kind in (PIPELINE | STUDY).items()}
 
 
 def read_json(path: str | Path) -> Any:
