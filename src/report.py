@@ -34,7 +34,7 @@ def main(argv: list[str] | None = None) -> None:
         raise ParamsError(f"{args.params}: 'report.goals' has unknown goals {unknown}; known: {', '.join(GOALS)}")
     # The report is the one stage that reads every params section: it prints them all.
     params = yaml.safe_load(Path(args.params).read_text())
-    m = load_records(args, params["train"]["models"], params["seeds"]["model"], params["seeds"]["extra"])
+    m = load_records(vars(args), params["train"]["models"], params["seeds"]["model"], params["seeds"]["extra"])
     goals = check_goals(m, {k: goal_params.typed(k, float) for k in goal_params})
     save_json(args.goals_out, goals)
     digests = {p: file_digest(p, "md5") for p in (f"{args.data}/{s}.npz" for s in HYBRID_SPLITS)}

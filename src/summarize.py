@@ -14,7 +14,7 @@ def main(argv: list[str] | None = None) -> None:
         "goals": "the report's goals record (JSON)", "out": "the summary folder (DVC metrics)", **RECORD_PATHS})
     args = ap.parse_args(argv)
     train, seeds = load_section("train", args.params), load_section("seeds", args.params)
-    records = load_records(args, train.names("models"), seeds.typed("model", str), seeds["extra"])
+    records = load_records(vars(args), train.names("models"), seeds.typed("model", str), seeds["extra"])
     records["goals"] = read_json(args.goals)
     rows = summarize(records)
     with atomic_dir(args.out) as tmp:  # the whole set or the old one: never a mix of two runs

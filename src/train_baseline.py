@@ -11,12 +11,12 @@ from __future__ import annotations
 from advhybrid.data.baseline import load_clean_control
 from advhybrid import dist
 from advhybrid.device import pick_device, set_threads
-from advhybrid.hybrid_classifier import CLEAN_CONTROL, RUN_OUTPUTS, recipe, train_and_test, write_outputs
+from advhybrid.hybrid_classifier import CLEAN_CONTROL, RUN_PATHS, recipe, train_and_test, write_outputs
 from advhybrid.params import load_section, stage_parser
 
 
 def main(argv: list[str] | None = None) -> None:
-    ap = stage_parser(__doc__, paths={**CLEAN_CONTROL, **RUN_OUTPUTS})
+    ap = stage_parser(__doc__, paths={**CLEAN_CONTROL, **RUN_PATHS})
     ap.add_argument("model")
     args = ap.parse_args(argv)
     cfg, width = recipe(load_section("train", args.params), args.model, "the model")

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from advhybrid import dist
 from advhybrid.device import pick_device, set_threads
-from advhybrid.hybrid_classifier import HYBRID, RUN_OUTPUTS, SPLIT_KEYS, recipe, train_and_test, write_outputs
+from advhybrid.hybrid_classifier import HYBRID, RUN_PATHS, SPLIT_KEYS, recipe, train_and_test, write_outputs
 from advhybrid.io import load_npz
 from advhybrid.params import load_section, stage_parser
 
 
 def main(argv: list[str] | None = None) -> None:
-    ap = stage_parser(__doc__, paths={"data": HYBRID, **RUN_OUTPUTS,
+    ap = stage_parser(__doc__, paths={"data": HYBRID, **RUN_PATHS,
                                       "confusion": "output plot: the test confusion matrix (CSV)"})
     ap.add_argument("model")
     args = ap.parse_args(argv)

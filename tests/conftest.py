@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -9,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_ARCHIVE = REPO.parent / "shared" / "data" / "cifar10-jpeg.tar.gz"
@@ -58,19 +60,23 @@ STAGES = ["check_params", "download_cifar", "train_targets", "train_gan", "gener
 
 def stage_command(stage: str) -> str:
     """A stage's command as written in dvc.yaml (a foreach stage's `do`, with `${item}` kept)."""
-    import yaml
-
     st = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"][stage]
     return (st["do"] if "foreach" in st else st)["cmd"]
+
+
+def script_args(cmd: str) -> list[str]:
+    """What a command passes to its stage script (the words after `src/<stage>.py`)."""
+    words = shlex.split(cmd)
+    return words[next(i for i, w in enumerate(words) if w.endswith(".py")) + 1:]
 
 
 def stage_args(stage: str, item: str | None = None) -> list[str]:
     """The arguments dvc.yaml gives a stage's script, paths relative to the repository's root:
     a test that runs a stage in a copy of that layout runs it as `dvc repro` would."""
-    import shlex
-
-    words = shlex.split(stage_command(stage).replace("${item}", str(item)))
-    return words[next(i for i, w in enumerate(words) if w.endswith(".py")) + 1:]
+    cmd = stage_command(stage)
+    if "${item}" in cmd and item is None:
+        raise ValueError(f"{stage} is a foreach stage: say which item")
+    return script_args(cmd.replace("${item}", str(item)))
 
 
 def assert_lock_lists_every_stage(lock: dict) -> None:

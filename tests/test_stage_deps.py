@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import REPO
+from conftest import REPO, script_args
 
 SRC = REPO / "src"
 
@@ -109,9 +109,7 @@ def declared(st: dict) -> set[str]:
 
 
 def path_arguments(cmd: str) -> set[str]:
-    words = shlex.split(cmd)
-    args = words[next(i for i, w in enumerate(words) if w.endswith(".py")) + 1:]
-    return {w for w in args if not w.startswith("-") and "/" in w}
+    return {w for w in script_args(cmd) if not w.startswith("-") and "/" in w}
 
 
 @pytest.mark.parametrize("stage", sorted(stages()))
@@ -140,3 +138,23 @@ def test_no_stage_script_or_library_module_writes_a_pipeline_path():
                   if isinstance(n, ast.Constant) and isinstance(n.value, str) and id(n) not in docs
                   and n.value.startswith(TOP) and (rel, n.value) not in ALLOWED]
     assert not found, "paths belong in dvc.yaml's commands, not in the code:\n" + "\n".join(found)
+
+
+def options(cmd: str) -> dict[str, str]:
+    """A command's `--option value` pairs (a foreach stage's `${item}` comes first, alone)."""
+    words = script_args(cmd)
+    return {w: words[i + 1] for i, w in enumerate(words) if w.startswith("--")}
+
+
+def test_the_record_folders_report_and_summarize_read_hold_the_files_their_stages_write():
+    """records.py names the files inside a record folder (`<model>.json`, `s<seed>.json`): each
+    must be what the foreach stage writing it gets from dvc.yaml, `${item}` for the name."""
+    from advhybrid.evaluation.records import FOLDERS
+
+    writer = {"train": "train", "baseline": "baseline", "seeds": "seed"}
+    for reader in ("report", "summarize"):
+        given = options(stages()[reader]["cmd"])
+        for record, files in FOLDERS.items():
+            expected = f"{given['--' + record]}/" + files.replace("<model>", "${item}").replace("<seed>", "${item}")
+            written = options(stages()[writer[record]]["cmd"])["--metrics"]
+            assert written == expected, f"{reader} reads {expected}, {writer[record]}@ writes {written}"

@@ -22,10 +22,11 @@ from advhybrid.params import RECORD, RESUME, ParamsError, Section
 from advhybrid.training import TrainConfig, fit, predict, saved_epoch
 
 SPLIT_KEYS = ["images", "labels", "is_adv"]
-# the path options of the stages that train one of these classifiers (params.stage_parser)
+# the path options of the stages that train one of these classifiers (params.stage_parser):
+# its outputs, and the resume file DVC must not treat as one
 HYBRID = "Hybrid CIFAR-10 folder: {train,val,test}.npz"
 CLEAN_CONTROL = {"raw": "CIFAR-10 folder: train.npz, the clean control's images", "hybrid": HYBRID}
-RUN_OUTPUTS = {"weights": "output: the trained model (.pt)", "metrics": RECORD,
+RUN_PATHS = {"weights": "output: the trained model (.pt)", "metrics": RECORD,
                "plots": "output plot: the training curve (CSV)", "checkpoint": RESUME}
 
 

@@ -4,6 +4,7 @@ source of a Hybrid validation or test pair, so the control is tested on images i
 """
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Mapping
 
 import numpy as np
@@ -53,7 +54,7 @@ def held_out_sources(splits: Mapping[str, Mapping[str, np.ndarray]]) -> np.ndarr
     return np.unique(np.concatenate([np.asarray(splits[s]["source_id"], np.int64) for s in ("val", "test")]))
 
 
-def load_clean_control(raw_dir: str, hybrid_dir: str, seed: int) -> tuple[tuple, tuple, dict]:
+def load_clean_control(raw_dir: str | Path, hybrid_dir: str | Path, seed: int) -> tuple[tuple, tuple, dict]:
     """(train images, labels), (Hybrid validation real images, labels), Hybrid test split.
 
     The control validates on real images only: it must never see an AE, not even to pick its epoch.
