@@ -158,3 +158,22 @@ def test_the_record_folders_report_and_summarize_read_hold_the_files_their_stage
             expected = f"{given['--' + record]}/" + files.replace("<model>", "${item}").replace("<seed>", "${item}")
             written = options(stages()[writer[record]]["cmd"])["--metrics"]
             assert written == expected, f"{reader} reads {expected}, {writer[record]}@ writes {written}"
+
+
+@pytest.mark.parametrize("stage", sorted(stages()))
+def test_a_stage_script_run_without_its_paths_names_every_missing_option(stage, capsys):
+    """No default path to fall back on: a script called without dvc.yaml's arguments stops at
+    once and lists what it needs."""
+    import importlib.util
+
+    script = next(REPO / w for w in shlex.split(stages()[stage]["cmd"]) if w.endswith(".py"))
+    spec = importlib.util.spec_from_file_location(f"stage_{script.stem}", script)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    with pytest.raises(SystemExit) as exit_info:
+        module.main(["--params", "params.yaml"])
+    assert exit_info.value.code == 2
+    message = capsys.readouterr().err
+    assert "the following arguments are required:" in message
+    missing = [opt for opt in options(stages()[stage]["cmd"]) if opt not in message]
+    assert not missing, f"{script.name} did not name {missing}:\n{message}"
