@@ -19,13 +19,13 @@ from advhybrid.device import pick_device, set_threads
 from advhybrid.io import load_npz, save_csv, save_json
 from advhybrid.params import RECORD, RESUME, ParamsError, load_section, stage_parser
 
-KINDS = ("defended", "baseline")
+KINDS = ("defended", "control")
 
 
 def main(argv: list[str] | None = None) -> None:
     ap = stage_parser(__doc__, device=True, paths={
         "hybrid": "Hybrid CIFAR-10 folder: {train,test}.npz", "defended": "the defended models: <model>.pt",
-        "baseline": "their clean controls: <model>.pt", "models": "output folder: <kind>_<model>.pt, the generators",
+        "control": "their clean controls: <model>.pt", "models": "output folder: <kind>_<model>.pt, the generators",
         "metrics": RECORD, "plots": "output folder: <kind>_<model>.csv, the loss curves", "checkpoints": RESUME})
     args = ap.parse_args(argv)
     p = load_section("adaptive", args.params)
@@ -44,7 +44,7 @@ def main(argv: list[str] | None = None) -> None:
             raise ParamsError(f"{p.source}: 'adaptive.{key}'={n} must be >= 1")
     tr = real_tr[stratified_subset(train["labels"][real_tr], n_train, seed)]
     te = real_te[stratified_subset(test["labels"][real_te], n_eval, seed)]
-    folders = {"defended": args.defended, "baseline": args.baseline}
+    folders = {"defended": args.defended, "control": args.control}
     targets = {(kind, n): load_target(f"{folders[kind]}/{n}.pt", n) for n in names for kind in KINDS}
 
     out: dict[str, dict] = {n: {} for n in names}

@@ -55,7 +55,7 @@ def autoattack_settings(p: Section) -> AutoAttackSettings:
 def main(argv: list[str] | None = None) -> None:
     ap = stage_parser(__doc__, device=True, raw_doc=True, paths={
         "test": "the Hybrid test split (npz)", "defended": "the defended models: <model>.pt",
-        "baseline": "their clean controls: <model>.pt", "fast_at": "the adversarially trained reference: <model>.pt",
+        "control": "their clean controls: <model>.pt", "fast_at": "the adversarially trained reference: <model>.pt",
         "details": "output: everything, with intervals and tests (JSON)", "metrics": RECORD,
         "curve": "output plot: accuracy against the PGD budget (CSV)", "figure": "output figure: the same curve"})
     args = ap.parse_args(argv)
@@ -69,7 +69,7 @@ def main(argv: list[str] | None = None) -> None:
 
     test = load_npz(args.test, TEST_KEYS)
     paths = {**{f"defended/{n}": f"{args.defended}/{n}.pt" for n in names},
-             **{f"baseline/{n}": f"{args.baseline}/{n}.pt" for n in names}, f"fast_at/{fast_at}": f"{args.fast_at}/{fast_at}.pt"}
+             **{f"control/{n}": f"{args.control}/{n}.pt" for n in names}, f"fast_at/{fast_at}": f"{args.fast_at}/{fast_at}.pt"}
     models = {key: load_model(path)[0] for key, path in paths.items()}  # every file checked before any attack
 
     real = np.flatnonzero(test["is_adv"] == 0)
@@ -86,7 +86,7 @@ def main(argv: list[str] | None = None) -> None:
             details[key], headline[key], preds[key], rows = _evaluate(key, model, x, y, test, s, device)
         curve += rows
     for n in names:
-        details[f"defended/{n}"]["vs_baseline"] = compare_on_aes(preds[f"defended/{n}"], preds[f"baseline/{n}"], test)
+        details[f"defended/{n}"]["vs_control"] = compare_on_aes(preds[f"defended/{n}"], preds[f"control/{n}"], test)
     details["settings"] = {"n_images": n_images, "subset_class_counts": np.bincount(y.cpu().numpy(), minlength=10).tolist(),
                            **asdict(s) | {"autoattack": s.autoattack.model_dump()},
                            "autoattack_deviations": deviations(s.autoattack)}

@@ -2,22 +2,22 @@
 
 `fast_at.model` (ResNet-50, the paper's proposed model) at the width, recipe and epochs of
 train@<model>, trained with FGSM from a random start (Wong et al. 2020: eps 8/255, step 10/255)
-on the same clean images as its clean control (baseline@<model>). It shows what a real
+on the same images as its same-sources control (control@<model>). It shows what a real
 defence reaches at this scale, next to the Hybrid one.
 """
 from __future__ import annotations
 
 
-from advhybrid.data.baseline import load_clean_control
+from advhybrid.data.control import load_control
 from advhybrid import dist
 from advhybrid.device import pick_device, set_threads
-from advhybrid.hybrid_classifier import CLEAN_CONTROL, recipe, train_and_test, write_outputs
+from advhybrid.hybrid_classifier import CONTROL, recipe, train_and_test, write_outputs
 from advhybrid.params import RECORD, RESUME, ParamsError, load_section, stage_parser
 from advhybrid.training.adversarial import fgsm_random_start
 
 
 def main(argv: list[str] | None = None) -> None:
-    ap = stage_parser(__doc__, paths={**CLEAN_CONTROL, "models": "output folder: <fast_at.model>.pt",
+    ap = stage_parser(__doc__, paths={**CONTROL, "models": "output folder: <fast_at.model>.pt",
                                       "metrics": RECORD, "plots": "output plot: the training curve (CSV)",
                                       "checkpoints": RESUME})
     args = ap.parse_args(argv)
@@ -30,7 +30,7 @@ def main(argv: list[str] | None = None) -> None:
     set_threads()
     device = dist.init(pick_device())  # torchrun: this rank's device; one process: as before
 
-    train, val, test = load_clean_control(args.raw, args.hybrid, cfg.seed)
+    train, val, test = load_control(args.hybrid)
     model, metrics, history, pred = train_and_test(
         name, width, cfg, train, val, test, device, checkpoint=f"{args.checkpoints}/{name}.pt",
         perturb=fgsm_random_start(eps, alpha), key_extra={"fgsm_rs": [eps, alpha]})

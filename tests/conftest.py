@@ -54,7 +54,7 @@ VENV_BIN = Path(sys.executable).parent
 MODELS = ["resnet50", "vgg19bn", "shufflenetv2", "repvgg_a2"]
 STAGES = ["check_params", "download_cifar", "train_targets", "train_gan", "generate_adversarial", "build_hybrid_splits",
           *(f"train@{m}" for m in MODELS), "eval_mixed",
-          *(f"baseline@{m}" for m in MODELS), "train_fast_at", "seed@1", "eval_robustness", "adaptive_attack",
+          *(f"control@{m}" for m in MODELS), "train_fast_at", "seed@1", "eval_robustness", "adaptive_attack",
           "report", "summarize"]
 
 

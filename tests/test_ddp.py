@@ -165,7 +165,7 @@ def test_threads_are_shared_by_the_processes_of_a_machine(monkeypatch):
         torch.set_num_threads(before)
 
 
-TRAINING = {"train_targets", "train_gan", "train", "baseline", "train_fast_at", "seed"}
+TRAINING = {"train_targets", "train_gan", "train", "control", "train_fast_at", "seed"}
 
 
 def test_training_stages_launch_themselves_with_torchrun_and_depend_on_dist():

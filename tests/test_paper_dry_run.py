@@ -230,7 +230,7 @@ def test_every_stage_runs_and_dvc_sees_it_complete(paper_dry_repo):
 def test_every_training_and_gan_stage_ran_under_torchrun_with_two_processes(paper_dry_repo):
     lock = yaml.safe_load((paper_dry_repo["root"] / "dvc.lock").read_text())["stages"]
     launched = {name for name in STAGES if "torch.distributed.run" in lock[name]["cmd"]}  # not main's stale seed@2
-    assert launched == {"train_targets", "train_gan", "train_fast_at", *(f"{s}@{m}" for s in ("train", "baseline")
+    assert launched == {"train_targets", "train_gan", "train_fast_at", *(f"{s}@{m}" for s in ("train", "control")
                                                                           for m in PAPER_MODELS), "seed@1"}, launched
     assert all("--nproc_per_node=2 " in lock[name]["cmd"] and lock[name]["params"]["params.yaml"]["dist"] ==
                {"nproc_per_node": 2} for name in launched)

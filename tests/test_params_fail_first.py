@@ -75,5 +75,5 @@ def test_one_models_epochs_make_only_its_own_training_stages_stale(copied_smoke)
         stale = set(json.loads(run(["dvc", "status", "--json"], repo).stdout))
     finally:
         (repo / "params.yaml").write_text(committed)
-    assert {"check_params", "train@vgg19bn", "baseline@vgg19bn"} <= stale, stale
-    assert not {"train@resnet50", "baseline@resnet50", "train_fast_at", "seed@1"} & stale, stale
+    assert {"check_params", "train@vgg19bn", "control@vgg19bn"} <= stale, stale
+    assert not {"train@resnet50", "control@resnet50", "train_fast_at", "seed@1"} & stale, stale

@@ -191,7 +191,7 @@ def test_each_trained_model_depends_on_its_own_epochs_and_the_whole_shared_recip
 
     recipe = {f"train.{k}" for k in TrainParams.model_fields} - {"train.models", "train.epochs"}
     stages = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
-    for name, model in (("train", "${item}"), ("baseline", "${item}"), ("train_fast_at", "${fast_at.model}"),
+    for name, model in (("train", "${item}"), ("control", "${item}"), ("train_fast_at", "${fast_at.model}"),
                         ("seed", "${seeds.model}")):
         params = set(stages[name].get("do", stages[name])["params"])
         assert f"train.epochs.{model}" in params and recipe <= params, (name, sorted(recipe - params))

@@ -77,17 +77,17 @@ def test_params_yaml_records_the_smoke_scale(smoke_repo):
 
 def test_dag_has_the_robustness_study(smoke_repo):
     dag = run(["dvc", "dag", "--dot"], smoke_repo).stdout
-    for a, b in [("build_hybrid_splits", "baseline@resnet50"), ("build_hybrid_splits", "train_fast_at"),
-                 ("train@resnet50", "eval_robustness"), ("baseline@repvgg_a2", "eval_robustness"),
+    for a, b in [("build_hybrid_splits", "control@resnet50"), ("build_hybrid_splits", "train_fast_at"),
+                 ("train@resnet50", "eval_robustness"), ("control@repvgg_a2", "eval_robustness"),
                  ("train_fast_at", "eval_robustness"), ("train@resnet50", "adaptive_attack"),
-                 ("baseline@resnet50", "adaptive_attack"), ("build_hybrid_splits", "seed@1"),
+                 ("control@resnet50", "adaptive_attack"), ("build_hybrid_splits", "seed@1"),
                  ("eval_robustness", "report"), ("adaptive_attack", "report"), ("seed@1", "report")]:
         assert f'"{a}" -> "{b}"' in dag, (a, b)
 
 
 def test_robustness_study_reports_every_model_and_its_checks(smoke_repo):
     rob = json.loads((smoke_repo / "metrics/robustness.json").read_text())
-    expected = {f"{k}/{m}" for k in ("defended", "baseline") for m in
+    expected = {f"{k}/{m}" for k in ("defended", "control") for m in
                 ("resnet50", "vgg19bn", "shufflenetv2", "repvgg_a2")} | {"fast_at/resnet50"}
     assert set(rob) == expected
     for figures in rob.values():  # flat numbers that `dvc metrics diff` can compare
@@ -97,23 +97,26 @@ def test_robustness_study_reports_every_model_and_its_checks(smoke_repo):
     assert "pgd_converged" in details["fast_at/resnet50"]["whitebox"]["checks"]
     assert details["settings"]["autoattack_deviations"]  # smoke shortens AutoAttack, and says so
     adaptive = json.loads((smoke_repo / "metrics/adaptive.json").read_text())
-    assert set(adaptive["resnet50"]) == {"defended", "baseline"}
+    assert set(adaptive["resnet50"]) == {"defended", "control"}
     report = (smoke_repo / "reports/results.md").read_text()
     assert report.index("## Does the defence hold?") < report.index("## Goals for this scale")
     assert "the Hybrid defence" in report and "AutoAttack deviates from the standard version" in report
     assert (smoke_repo / "plots/robustness/pgd.png").stat().st_size > 1000
 
 
-def test_baseline_trains_on_as_many_clean_images_none_a_held_out_source(smoke_repo):
+def test_the_control_trains_on_the_defended_models_sources_with_each_ae_replaced_by_its_real_image(smoke_repo):
     import numpy as np
 
-    from advhybrid.data.baseline import clean_control_indices, held_out_sources
+    from advhybrid.data.control import load_control
     from advhybrid.io import load_npz
 
-    splits = {s: load_npz(smoke_repo / f"data/hybrid/{s}.npz") for s in ("train", "val", "test")}
-    raw = load_npz(smoke_repo / "data/raw/cifar10/train.npz")
-    idx = clean_control_indices(raw["labels"], splits["train"]["labels"], held_out_sources(splits), seed=0)
-    assert len(np.unique(idx)) == len(splits["train"]["labels"])
-    assert not np.isin(idx, held_out_sources(splits)).any()
-    m = json.loads((smoke_repo / "metrics/baseline/resnet50.json").read_text())
-    assert m["train_images"] == len(splits["train"]["labels"])
+    hybrid = load_npz(smoke_repo / "data/hybrid/train.npz")
+    (images, labels), _, _ = load_control(smoke_repo / "data/hybrid")
+    adv = hybrid["is_adv"] == 1
+    assert np.array_equal(labels, hybrid["labels"]) and len(images) == len(hybrid["images"])
+    assert np.array_equal(images[~adv], hybrid["images"][~adv])
+    real_of = {int(s): hybrid["images"][i] for i, s in zip(np.flatnonzero(~adv), hybrid["source_id"][~adv])}
+    assert all(np.array_equal(images[i], real_of[int(hybrid["source_id"][i])]) for i in np.flatnonzero(adv))
+    assert not np.array_equal(images[adv], hybrid["images"][adv])  # the AEs really are gone
+    m = json.loads((smoke_repo / "metrics/control/resnet50.json").read_text())
+    assert m["train_images"] == len(hybrid["labels"])

@@ -137,17 +137,17 @@ def fake_details(defended_pgd8: dict) -> dict:
                              "checks": {"monotone": {"ok": True, "detail": ""}}},
                 "hybrid_test": {"adversarial": acc(.6, .58, .62), "real": acc(.62, .6, .64),
                                 "real_vs_adversarial": {"acc_a": .62, "acc_b": .6, "p_mcnemar": 0.03}}}
-    d = {"defended/resnet50": model(.6, defended_pgd8), "baseline/resnet50": model(.62, acc(0.0, 0.0, 0.008)),
+    d = {"defended/resnet50": model(.6, defended_pgd8), "control/resnet50": model(.62, acc(0.0, 0.0, 0.008)),
          "fast_at/resnet50": model(.5, acc(.3, .26, .34)), "settings": {"n_images": 500, "autoattack_deviations": {}}}
-    d["defended/resnet50"]["vs_baseline"] = {"adversarial": {"diff": .031, "diff_low": .01, "diff_high": .05, "n": 5000,
+    d["defended/resnet50"]["vs_control"] = {"adversarial": {"diff": .031, "diff_low": .01, "diff_high": .05, "n": 5000,
                                                              "p_mcnemar": 0.004}}
     return d
 
 
 def test_the_verdict_follows_the_numbers_whichever_way_they_fall():
     adaptive = {"resnet50": {"defended": {"k1_untargeted": .9, "k_search_success": .95},
-                             "baseline": {"k1_untargeted": .92, "k_search_success": .97}}}
-    seeds = [{"model": "resnet50", "seed": s, "defended": {"test_acc_adv": a}, "baseline": {"test_acc_adv": b}}
+                             "control": {"k1_untargeted": .92, "k_search_success": .97}}}
+    seeds = [{"model": "resnet50", "seed": s, "defended": {"test_acc_adv": a}, "control": {"test_acc_adv": b}}
              for s, a, b in ((0, .60, .58), (1, .61, .57))]
     text = "\n".join(verdict.section(fake_details(acc(0.0, 0.0, 0.008)), adaptive, seeds))
     assert "ResNet-50 classifies the Hybrid test AEs 3.1 points [1.0, 5.0] better" in text
@@ -161,26 +161,28 @@ def test_the_verdict_follows_the_numbers_whichever_way_they_fall():
 
 def test_the_report_shows_a_dash_where_the_adaptive_attack_had_nothing_to_attack():
     adaptive = {"resnet50": {"defended": {"k1_untargeted": None, "k_search_success": None},
-                             "baseline": {"k1_untargeted": 0.5, "k_search_success": 0.75}}}
+                             "control": {"k1_untargeted": 0.5, "k_search_success": 0.75}}}
     text = "\n".join(verdict.section(fake_details(acc(0.0, 0.0, 0.008)), adaptive, []))
     assert "| — / — |" in text and "fools —% at k = 1" in text and "(its control: 50.0% and 75.0%)" in text
 
 
-def test_clean_control_refuses_a_class_without_enough_eligible_images_naming_it():
-    from advhybrid.data.baseline import BaselineDataError, clean_control_indices
+def test_the_same_sources_control_swaps_each_ae_for_its_source_and_names_an_orphan_ae():
+    from advhybrid.data.control import ControlDataError, same_sources
 
-    raw = np.repeat(np.arange(10), 3)            # 3 training images per class
-    hybrid_train = np.repeat(np.arange(10), 2)   # the control needs 2 per class
-    held = np.array([0, 1])                      # two of class 0's images are held-out sources
-    with pytest.raises(BaselineDataError, match="class airplane: the Hybrid training split has 2 images, but only 1"):
-        clean_control_indices(raw, hybrid_train, held, seed=0, class_names=["airplane"] + [f"c{i}" for i in range(1, 10)])
-    idx = clean_control_indices(raw, hybrid_train, np.array([], np.int64), seed=0)
-    assert len(idx) == 20 and len(np.unique(idx)) == 20
+    images = np.arange(4 * 2 * 2 * 3, dtype=np.uint8).reshape(4, 2, 2, 3)
+    split = {"images": images, "labels": np.array([3, 3, 5, 5]), "is_adv": np.array([0, 1, 1, 0]),
+             "source_id": np.array([7, 7, 9, 9])}
+    x, y = same_sources(split)
+    assert np.array_equal(x[1], images[0]) and np.array_equal(x[2], images[3])
+    assert np.array_equal(x[[0, 3]], images[[0, 3]]) and y.tolist() == [3, 3, 5, 5]
+    orphan = dict(split, source_id=np.array([7, 7, 8, 9]))
+    with pytest.raises(ControlDataError, match=r"train.npz: AEs whose real source image is not in the split \(source ids \[8\]"):
+        same_sources(orphan, "train.npz")
 
 
 def test_an_underflowing_p_value_reads_as_p_below_the_printed_digits():
     d = fake_details(acc(0.0, 0.0, 0.008))
-    d["defended/resnet50"]["vs_baseline"]["adversarial"]["p_mcnemar"] = 0.0
+    d["defended/resnet50"]["vs_control"]["adversarial"]["p_mcnemar"] = 0.0
     text = "\n".join(verdict.sentences(d, {}, []))
     assert "McNemar p < 1e-4" in text and "p = <" not in text
 

@@ -151,7 +151,7 @@ def test_the_record_folders_report_and_summarize_read_hold_the_files_their_stage
     must be what the foreach stage writing it gets from dvc.yaml, `${item}` for the name."""
     from advhybrid.evaluation.records import FOLDERS
 
-    writer = {"train": "train", "baseline": "baseline", "seeds": "seed"}
+    writer = {"train": "train", "control": "control", "seeds": "seed"}
     for reader in ("report", "summarize"):
         given = options(stages()[reader]["cmd"])
         for record, files in FOLDERS.items():

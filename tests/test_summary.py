@@ -31,12 +31,12 @@ def records() -> dict:
         "validation": {"n_checks": 24, "n_failed": 1, "checks": {}},
         "train": {m: dict(trained) for m in MODELS},
         "eval_mixed": {"models": {m: {"whole_test": {}, "real97_adv3": mix, "real90_adv10": mix} for m in MODELS}},
-        "baseline": {m: dict(trained, test_acc=0.55) for m in MODELS},
+        "control": {m: dict(trained, test_acc=0.55) for m in MODELS},
         "fast_at": dict(trained, test_acc=0.35),
         "robustness": {f"{k}/{m}": {"pgd_8": 0.0, "autoattack": 0.0, "pgd_1": 0.2}
-                       for k in ("defended", "baseline") for m in MODELS} | {"fast_at/resnet50": {"pgd_8": 0.2, "autoattack": 0.19}},
-        "adaptive": {"resnet50": {"defended": {"k1_untargeted": 0.4}, "baseline": {"k1_untargeted": 0.37}}},
-        "seeds": [{"model": "resnet50", "defended": {"test_acc": a}, "baseline": {"test_acc": b}}
+                       for k in ("defended", "control") for m in MODELS} | {"fast_at/resnet50": {"pgd_8": 0.2, "autoattack": 0.19}},
+        "adaptive": {"resnet50": {"defended": {"k1_untargeted": 0.4}, "control": {"k1_untargeted": 0.37}}},
+        "seeds": [{"model": "resnet50", "defended": {"test_acc": a}, "control": {"test_acc": b}}
                   for a, b in ((0.6, 0.57), (0.58, 0.53), (0.56, 0.52))],
     }
     r["goals"] = check_goals(r, {"target_clean_acc": 0.8, "gan_untargeted": 0.85})

@@ -189,7 +189,7 @@ def test_stages_seed_the_model_initialisation_from_params(monkeypatch):
     x, y = data(1)
     with pytest.raises(RuntimeError, match="built"):
         hc.train_and_test("resnet50", 0.125, TrainConfig(epochs=1, seed=7), (x, y), (x, y), {}, CPU, checkpoint="")
-    assert seen["seed"] == 7  # train@, baseline@, train_fast_at and seed@ all train through here
+    assert seen["seed"] == 7  # train@, control@, train_fast_at and seed@ all train through here
     assert "seed=cfg.seed)" in (REPO / "src" / "train_targets.py").read_text()
 
 

@@ -1,6 +1,6 @@
 """One classifier trained for the Hybrid CIFAR-10 test split, and its Table 2 row.
 
-Every model the robustness study compares (the defended models, their clean controls, the
+Every model the robustness study compares (the defended models, their same-sources controls, the
 adversarially trained reference, the extra seeds) is trained and tested the same way, here:
 the recipe of the `train` params section, the Hybrid validation split to pick the epoch, the
 whole Hybrid test split to score it, real and AEs apart.
@@ -25,7 +25,7 @@ SPLIT_KEYS = ["images", "labels", "is_adv"]
 # the path options of the stages that train one of these classifiers (params.stage_parser):
 # its outputs, and the resume file DVC must not treat as one
 HYBRID = "Hybrid CIFAR-10 folder: {train,val,test}.npz"
-CLEAN_CONTROL = {"raw": "CIFAR-10 folder: train.npz, the clean control's images", "hybrid": HYBRID}
+CONTROL = {"hybrid": HYBRID}  # the same-sources control reads the Hybrid splits alone (data/control.py)
 RUN_PATHS = {"weights": "output: the trained model (.pt)", "metrics": RECORD,
                "plots": "output plot: the training curve (CSV)", "checkpoint": RESUME}
 

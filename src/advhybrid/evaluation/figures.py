@@ -42,7 +42,7 @@ def accuracy_vs_eps(path: str | Path, rows: list[dict], title: str) -> None:
     fig, ax = plt.subplots(figsize=(6.4, 3.8))
     for model in dict.fromkeys(r["model"] for r in rows):
         pts = sorted((r["eps_255"], 100 * r["accuracy"]) for r in rows if r["model"] == model)
-        style = "-" if model.startswith("defended/") else "--" if model.startswith("baseline/") else ":"
+        style = "-" if model.startswith("defended/") else "--" if model.startswith("control/") else ":"
         ax.plot([p[0] for p in pts], [p[1] for p in pts], style, marker="o", ms=3, label=model)
     ax.set_xscale("log", base=2)
     ax.set_xlabel("L-inf budget (x/255)")

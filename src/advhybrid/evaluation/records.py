@@ -17,7 +17,7 @@ from ..io import load_json
 # them. The pipeline's come first; the robustness study's exist once it has run.
 PIPELINE_FILES = ("targets", "gan", "adversarial", "hybrid", "validation", "eval_mixed")
 STUDY_FILES = ("robustness", "robustness_details", "adaptive", "fast_at")
-FOLDERS = {"train": "<model>.json", "baseline": "<model>.json", "seeds": "s<seed>.json"}
+FOLDERS = {"train": "<model>.json", "control": "<model>.json", "seeds": "s<seed>.json"}
 
 # the record options of the stages that read them all (params.stage_parser's `paths`;
 # "eval_mixed" is `--eval-mixed PATH`)
@@ -44,8 +44,8 @@ def load_records(paths: Mapping[str, str | os.PathLike], models: list[str], seed
     if not p["robustness_details"].is_file():
         return r
     r |= {k: read_json(p[k]) for k in STUDY_FILES}
-    r["baseline"] = {n: read_json(p["baseline"] / f"{n}.json") for n in models}
+    r["control"] = {n: read_json(p["control"] / f"{n}.json") for n in models}
     seed0 = {"model": seed_model, "seed": 0, "defended": r["train"][seed_model],
-             "baseline": r["baseline"][seed_model]}
+             "control": r["control"][seed_model]}
     r["seeds"] = [seed0] + [read_json(p["seeds"] / f"s{s}.json") for s in extra_seeds]
     return r

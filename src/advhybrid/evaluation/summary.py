@@ -46,7 +46,7 @@ def _study(r: Records, kind: str, name: str) -> dict[str, Any]:
     """White-box accuracy at the headline budget, the adaptive GAN's success, the seeds' spread."""
     rob = r.get("robustness", {}).get(f"{kind}/{name}", {})
     row = {f"pgd_{HEADLINE_EPS}": rob.get(f"pgd_{HEADLINE_EPS}")}
-    if kind != "baseline":  # AutoAttack on the controls only repeats PGD's zero; columns are scarce
+    if kind != "control":  # AutoAttack on the controls only repeats PGD's zero; columns are scarce
         row["autoattack"] = rob.get("autoattack")
     if kind == "fast_at":  # the reference defence: neither attacked by the GAN nor reseeded
         return row
@@ -74,9 +74,9 @@ def defended(r: Records) -> Summary:
 def controls(r: Records) -> Summary:
     """The clean controls and the fast-AT reference: the rows the defended models are read against."""
     out = {}
-    for name, m in r.get("baseline", {}).items():
+    for name, m in r.get("control", {}).items():
         out[f"controls/{name}"] = _numbers({"acc": m["test_acc"], "ae_acc": m["test_acc_adv"]}
-                                           | _study(r, "baseline", name))
+                                           | _study(r, "control", name))
     if "fast_at" in r:
         fa = r["fast_at"]
         key = next((k for k in r.get("robustness", {}) if k.startswith("fast_at/")), "fast_at/")

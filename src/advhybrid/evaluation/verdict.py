@@ -36,7 +36,7 @@ def verdicts(details: dict[str, Any]) -> dict[str, str]:
     out = {}
     for key, d in details.items():
         name = key.split("/")[-1]
-        base = details.get(f"baseline/{name}")
+        base = details.get(f"control/{name}")
         if not key.startswith("defended/") or base is None:
             continue
         pd, pb = d["whitebox"]["pgd"].get("8"), base["whitebox"]["pgd"].get("8")
@@ -67,10 +67,10 @@ def sentences(details: dict[str, Any], adaptive: dict[str, Any], seeds: list[dic
         if not key.startswith("defended/"):
             continue
         name = key.split("/")[1]
-        nice, base = NAMES.get(name, name), details.get(f"baseline/{name}")
+        nice, base = NAMES.get(name, name), details.get(f"control/{name}")
         if base is None:
             continue
-        c = d["vs_baseline"]["adversarial"]
+        c = d["vs_control"]["adversarial"]
         if c["diff"] == 0:
             how = f"exactly as well as (difference [{100 * c['diff_low']:.1f}, {100 * c['diff_high']:.1f}] points)"
         else:
@@ -89,13 +89,13 @@ def sentences(details: dict[str, Any], adaptive: dict[str, Any], seeds: list[dic
                        + (f", fast adversarial training {_ci(fat)}%" if fat else "")
                        + f": **the Hybrid defence {verdict} under white-box attack** for {nice}.")
         ad = adaptive.get(name, {})
-        if "defended" in ad and "baseline" in ad:
-            d_, b_ = ad["defended"], ad["baseline"]
+        if "defended" in ad and "control" in ad:
+            d_, b_ = ad["defended"], ad["control"]
             out.append(f"  The paper's GAN, retrained against it, fools {_pct(d_['k1_untargeted'])}% at k = 1 "
                        f"and {_pct(d_['k_search_success'])}% with the k search (its control: "
                        f"{_pct(b_['k1_untargeted'])}% and {_pct(b_['k_search_success'])}%).")
     if seeds:
-        for kind in ("defended", "baseline"):
+        for kind in ("defended", "control"):
             vals = [100 * s[kind]["test_acc_adv"] for s in seeds]
             spread = f"sd {statistics.stdev(vals):.1f}" if len(vals) > 1 else "one run"
             out.append(f"- Seeds ({seeds[0]['model']}, {kind}, seeds {', '.join(str(s['seed']) for s in seeds)}): Hybrid test AE "
