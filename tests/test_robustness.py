@@ -1,5 +1,5 @@
 """The robustness study's attacks, checks and report: AutoAttack as the standard version,
-gradient masking caught, pairs by source, and a verdict written from the numbers."""
+gradient masking caught, pairs by source."""
 from __future__ import annotations
 
 import numpy as np
@@ -9,7 +9,6 @@ import torchattacks
 from torch import nn
 
 from advhybrid.attacks.whitebox import AUTOATTACK_STANDARD, autoattack, deviations, sanity_checks
-from advhybrid.evaluation import verdict
 from advhybrid.evaluation.robustness import RobustnessSettings, compare_on_aes, split_figures, whitebox_figures
 
 CPU = torch.device("cpu")
@@ -126,46 +125,6 @@ def test_split_figures_pair_each_real_image_with_its_own_ae_and_break_down_by_ta
         split_figures(pred, t)
 
 
-def acc(a, lo, hi):
-    return {"acc": a, "low": lo, "high": hi, "n": 500}
-
-
-def fake_details(defended_pgd8: dict) -> dict:
-    def model(clean, pgd8):
-        return {"whitebox": {"clean": acc(clean, clean - .04, clean + .04), "noise": acc(clean, clean - .04, clean + .04),
-                             "pgd": {"8": pgd8}, "autoattack": acc(pgd8["acc"], 0, .05),
-                             "checks": {"monotone": {"ok": True, "detail": ""}}},
-                "hybrid_test": {"adversarial": acc(.6, .58, .62), "real": acc(.62, .6, .64),
-                                "real_vs_adversarial": {"acc_a": .62, "acc_b": .6, "p_mcnemar": 0.03}}}
-    d = {"defended/resnet50": model(.6, defended_pgd8), "control/resnet50": model(.62, acc(0.0, 0.0, 0.008)),
-         "fast_at/resnet50": model(.5, acc(.3, .26, .34)), "settings": {"n_images": 500, "autoattack_deviations": {}}}
-    d["defended/resnet50"]["vs_control"] = {"adversarial": {"diff": .031, "diff_low": .01, "diff_high": .05, "n": 5000,
-                                                             "p_mcnemar": 0.004}}
-    return d
-
-
-def test_the_verdict_follows_the_numbers_whichever_way_they_fall():
-    adaptive = {"resnet50": {"defended": {"k1_untargeted": .9, "k_search_success": .95},
-                             "control": {"k1_untargeted": .92, "k_search_success": .97}}}
-    seeds = [{"model": "resnet50", "seed": s, "defended": {"test_acc_adv": a}, "control": {"test_acc_adv": b}}
-             for s, a, b in ((0, .60, .58), (1, .61, .57))]
-    text = "\n".join(verdict.section(fake_details(acc(0.0, 0.0, 0.008)), adaptive, seeds))
-    assert "ResNet-50 classifies the Hybrid test AEs 3.1 points [1.0, 5.0] better" in text
-    assert "McNemar p = 0.004" in text
-    assert "**the Hybrid defence does not hold under white-box attack** for ResNet-50" in text
-    assert "fools 90.0% at k = 1" in text and "sd 0.7" in text
-    assert "| defended ResNet-50 | 60.0 [56.0, 64.0] |" in text
-    holds = "\n".join(verdict.section(fake_details(acc(0.2, 0.17, 0.24)), adaptive, seeds))
-    assert "**the Hybrid defence holds under white-box attack**" in holds
-
-
-def test_the_report_shows_a_dash_where_the_adaptive_attack_had_nothing_to_attack():
-    adaptive = {"resnet50": {"defended": {"k1_untargeted": None, "k_search_success": None},
-                             "control": {"k1_untargeted": 0.5, "k_search_success": 0.75}}}
-    text = "\n".join(verdict.section(fake_details(acc(0.0, 0.0, 0.008)), adaptive, []))
-    assert "| — / — |" in text and "fools —% at k = 1" in text and "(its control: 50.0% and 75.0%)" in text
-
-
 def test_the_same_sources_control_swaps_each_ae_for_its_source_and_names_an_orphan_ae():
     from advhybrid.data.control import ControlDataError, same_sources
 
@@ -178,19 +137,3 @@ def test_the_same_sources_control_swaps_each_ae_for_its_source_and_names_an_orph
     orphan = dict(split, source_id=np.array([7, 7, 8, 9]))
     with pytest.raises(ControlDataError, match=r"train.npz: AEs whose real source image is not in the split \(source ids \[8\]"):
         same_sources(orphan, "train.npz")
-
-
-def test_an_underflowing_p_value_reads_as_p_below_the_printed_digits():
-    d = fake_details(acc(0.0, 0.0, 0.008))
-    d["defended/resnet50"]["vs_control"]["adversarial"]["p_mcnemar"] = 0.0
-    text = "\n".join(verdict.sentences(d, {}, []))
-    assert "McNemar p < 1e-4" in text and "p = <" not in text
-
-
-def test_the_report_breaks_the_hybrid_aes_down_by_the_target_that_made_them():
-    d = fake_details(acc(0.0, 0.0, 0.008))
-    d["defended/resnet50"]["hybrid_test"]["adversarial_by_target"] = {
-        "resnet56": {"n": 40, "acc": 0.5, "low": 0.35, "high": 0.65}, "vgg19bn": {"n": 60, "acc": 0.25, "low": 0.16, "high": 0.37}}
-    text = "\n".join(verdict.transfer(d))
-    assert "| model | resnet56 AEs | vgg19bn AEs |" in text
-    assert "| defended ResNet-50 | 50.0 [35.0, 65.0] | 25.0 [16.0, 37.0] |" in text and "resnet56 40, vgg19bn 60" in text

@@ -33,8 +33,10 @@ def records() -> dict:
         "eval_mixed": {"models": {m: {"whole_test": {}, "real97_adv3": mix, "real90_adv10": mix} for m in MODELS}},
         "control": {m: dict(trained, test_acc=0.55) for m in MODELS},
         "fast_at": dict(trained, test_acc=0.35),
-        "robustness": {f"{k}/{m}": {"pgd_8": 0.0, "autoattack": 0.0, "pgd_1": 0.2}
-                       for k in ("defended", "control") for m in MODELS} | {"fast_at/resnet50": {"pgd_8": 0.2, "autoattack": 0.19}},
+        "robustness": {f"{k}/{m}": {"pgd_8": 0.0, "pgd_autoattack": 0.0, "pgd_1": 0.2}
+                       for k in ("defended", "control") for m in MODELS} | {"fast_at/resnet50": {"pgd_8": 0.2, "pgd_autoattack": 0.19}},
+        "robustness_details": {f"defended/{m}": {"ae_effect": {"did": {"diff": 0.004, "low": -0.01, "high": 0.02}}}
+                               for m in MODELS},
         "adaptive": {"resnet50": {"defended": {"k1_untargeted": 0.4}, "control": {"k1_untargeted": 0.37}}},
         "seeds": [{"model": "resnet50", "defended": {"test_acc": a}, "control": {"test_acc": b}}
                   for a, b in ((0.6, 0.57), (0.58, 0.53), (0.56, 0.52))],
@@ -54,9 +56,10 @@ def test_every_figure_is_a_number_and_unmeasured_ones_are_left_out():
 
 def test_one_file_a_row_with_keys_shared_by_its_kind():
     rows = summarize(records())
-    assert set(rows["models/resnet50"]) >= {"acc", "real_acc", "ae_acc", "mixed_90_10", "pgd_8", "autoattack"}
+    assert set(rows["models/resnet50"]) >= {"acc", "real_acc", "ae_acc", "mixed_90_10", "pgd_8", "pgd_autoattack", "ae_did"}
     assert set(rows["models/vgg19bn"]) == set(rows["models/resnet50"]) - {"adaptive_gan", "seed_mean", "seed_sd"}
-    assert rows["controls/fast_at"] == {"acc": 0.35, "ae_acc": 0.58, "pgd_8": 0.2, "autoattack": 0.19}
+    assert rows["controls/fast_at"] == {"acc": 0.35, "ae_acc": 0.58, "pgd_8": 0.2, "pgd_autoattack": 0.19}
+    assert rows["models/vgg19bn"]["ae_did"] == 0.004 and "ae_did" not in rows["controls/vgg19bn"]
     assert rows["hybrid"] == {"train": 200, "val": 20, "test": 40, "checks": 24, "failed": 1}
 
 

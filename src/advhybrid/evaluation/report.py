@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from . import verdict
+from . import effect, verdict
 from .goals import COUNT_GOALS
 
 # Table 2: epochs, loss, train acc, test acc, precision, recall (percent).
@@ -85,7 +85,9 @@ def header(params: dict[str, Any], command: str) -> list[str]:
 
 def defence_section(m: dict[str, Any]) -> list[str]:
     if m.get("robustness_details"):
-        return verdict.section(m["robustness_details"], m.get("adaptive", {}), m.get("seeds", []))
+        seeds = m.get("seeds", [])
+        return verdict.section(m["robustness_details"], m.get("adaptive", {}), seeds,
+                               effect.seed_effect(seeds) if len(seeds) > 1 else None)
     return ["## Does the defence hold?", "",
             "Not in this state: the robustness study's stages have not run "
             "(`dvc repro eval_robustness adaptive_attack report`).", ""]

@@ -47,7 +47,10 @@ def _study(r: Records, kind: str, name: str) -> dict[str, Any]:
     rob = r.get("robustness", {}).get(f"{kind}/{name}", {})
     row = {f"pgd_{HEADLINE_EPS}": rob.get(f"pgd_{HEADLINE_EPS}")}
     if kind != "control":  # AutoAttack on the controls only repeats PGD's zero; columns are scarce
-        row["autoattack"] = rob.get("autoattack")
+        row["pgd_autoattack"] = rob.get("pgd_autoattack")
+    if kind == "defended":  # what the AEs add: the difference in differences against the control
+        row["ae_did"] = (r.get("robustness_details", {}).get(f"defended/{name}", {})
+                         .get("ae_effect", {}).get("did", {}).get("diff"))
     if kind == "fast_at":  # the reference defence: neither attacked by the GAN nor reseeded
         return row
     row["adaptive_gan"] = r.get("adaptive", {}).get(name, {}).get(kind, {}).get("k1_untargeted")
