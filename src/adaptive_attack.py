@@ -1,72 +1,181 @@
-"""Stage adaptive_attack: the paper's own GAN turned on a defended model (robustness study).
+"""Stage adaptive_attack: the paper's GAN turned on a defended model (robustness study).
 
 A defence is only as good as the attack that knows it (Carlini et al. 2019): for each model in
 adaptive.models, train_gan's generator and recipe (the `gan` params) are trained against the
-defended model itself, and against its clean control, on the Hybrid training split's real
-images; then success at k = 1 and the k search of II-B on held-out Hybrid test real images.
+defended model itself, and against its same-sources control, on the Hybrid training split's real
+images; then both are attacked at k = 1 and with the k search of II-B on the same held-out
+Hybrid test real images.
+
+Steps: the adaptive G takes as many optimiser steps as train_gan's, gan.epochs *
+ceil(gan.train_images / gan.batch_size) (train_generator: ceil(n / batch_size) steps per epoch
+over its n images; train_gan's n is gan.train_images less those its target misclassifies, so this
+is the most any train_gan generator takes). An adaptive "epoch" is ceil(gan.train_images /
+gan.batch_size) full batches drawn by cycling through adaptive.train_images' correctly classified
+images in seeded permutations, so the one-cycle schedule spans the same steps as train_gan's.
+
+Accuracy under attack: over ALL held-out images, an image is robust when it is classified
+correctly clean and after the attack; Wilson 95% intervals, and defended vs control paired on
+the same images (McNemar exact, Newcombe interval).
 Writes metrics/adaptive.json, models/adaptive/<kind>_<model>.pt and plots/adaptive/<kind>_<model>.csv.
 """
 from __future__ import annotations
 
+import warnings
 from dataclasses import asdict
 
 import numpy as np
+import torch
+from torch import nn
 
-from advhybrid.attacks.advgan import GanConfig, load_target, save_generator, train_generator
-from advhybrid.attacks.ksearch import evaluate_at_k, k_grid, run_k_search
+from advhybrid.attacks.advgan import GanConfig, load_target, predict_top2, save_generator, train_generator
+from advhybrid.attacks.ksearch import evaluate_at_k, k_grid, k_search_batch
 from advhybrid.data.subset import stratified_subset
-from advhybrid.device import pick_device, set_threads
+from advhybrid.device import images_to_device, memory_format, pick_device, set_threads
+from advhybrid.evaluation.stats import accuracy_with_interval, paired_comparison
 from advhybrid.io import load_npz, save_csv, save_json
 from advhybrid.params import RECORD, RESUME, ParamsError, load_section, stage_parser
 
 KINDS = ("defended", "control")
 
 
+def draws_per_epoch(cfg: GanConfig, gan_train_images: int) -> int:
+    """Images per adaptive epoch: train_gan's ceil(gan.train_images / batch_size) batches, all full."""
+    return -(-gan_train_images // cfg.batch_size) * cfg.batch_size
+
+
+def gan_step_budget(cfg: GanConfig, gan_train_images: int) -> int:
+    """train_gan's generator steps for a target that gets all gan.train_images right."""
+    return cfg.epochs * (draws_per_epoch(cfg, gan_train_images) // cfg.batch_size)
+
+
+def cycle(pool: np.ndarray, n: int, seed: int) -> np.ndarray:
+    """`n` items of `pool` taken through successive seeded permutations of it: each appears
+    floor or ceil(n / len(pool)) times (a random subset when n < len(pool))."""
+    rng = np.random.default_rng(seed)
+    return np.concatenate([rng.permutation(pool) for _ in range(-(-n // len(pool)))])[:n]
+
+
+def training_draws(target: nn.Module, images: np.ndarray, labels: np.ndarray, n: int, seed: int,
+                   device: torch.device, where: str) -> tuple[np.ndarray, int]:
+    """(indices of `n` draws, distinct images) for train_generator, which first drops what `target`
+    misclassifies: every draw must survive that, or it takes fewer steps. The last check is its own
+    predict_top2 on the very array it will get (under bf16 autocast a borderline label can
+    depend on the batch it is in); a draw it would drop removes that image, and we draw again."""
+    target = target.to(device, memory_format=memory_format(device)).eval()
+
+    def wrong(idx: np.ndarray) -> np.ndarray:
+        pred, _ = predict_top2(target, images_to_device(images[idx], device), device)
+        return np.unique(idx[pred.cpu().numpy() != labels[idx]])
+
+    pool = np.setdiff1d(np.arange(len(images)), wrong(np.arange(len(images))))
+    for _ in range(5):
+        if not len(pool):
+            raise ValueError(f"{where}: the target classifies none of the {len(images)} training images correctly")
+        idx = cycle(pool, n, seed)
+        bad = wrong(idx)
+        if not len(bad):
+            return idx, len(np.unique(idx))
+        pool = np.setdiff1d(pool, bad)
+    raise RuntimeError(f"{where}: the target's labels on the training images keep changing between batches")
+
+
+def outcomes(model: nn.Module, G: nn.Module, images: np.ndarray, labels: np.ndarray, grid: np.ndarray,
+             device: torch.device, batch_size: int) -> dict[str, np.ndarray]:
+    """Per image, through run_k_search's own k_search_batch (so the same attack, fp32, uint8-rounded):
+    correct (clean), fooled_k1 / targeted_k1 (label changed / became t at k = 1), k_idx (first grid
+    index that changed it; -1: none, or not attacked because misclassified clean)."""
+    fmt = memory_format(device)
+    model, G = model.to(device, memory_format=fmt).eval(), G.to(device, memory_format=fmt).eval()
+    x, y = images_to_device(images, device), torch.as_tensor(labels, dtype=torch.long, device=device)
+    one, grid_t = torch.ones(1, device=device), torch.as_tensor(grid, dtype=torch.float32, device=device)
+    rows = []
+    for i in range(0, len(x), batch_size):
+        xb, yb = x[i : i + batch_size], y[i : i + batch_size]
+        r1, rk = k_search_batch(model, G, xb, yb, one, device), k_search_batch(model, G, xb, yb, grid_t, device)
+        hit_t = r1["success"] & (r1["pred"] == r1["t"])
+        rows.append(torch.stack([v.long() for v in (rk["attacked"], r1["success"], hit_t, rk["k_idx"])]))
+    correct, fooled, targeted, k_idx = torch.cat(rows, 1).cpu().numpy() if rows else np.zeros((4, 0), np.int64)
+    return {"correct": correct.astype(bool), "fooled_k1": fooled.astype(bool), "targeted_k1": targeted.astype(bool),
+            "k_idx": k_idx}
+
+
+def robust(o: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Right clean and still right after the attack; an image wrong clean is never robust."""
+    return {"k1": o["correct"] & ~o["fooled_k1"], "k_search": o["correct"] & (o["k_idx"] < 0)}
+
+
+def kind_metrics(o: dict[str, np.ndarray], grid: np.ndarray, cosine: float | None) -> dict:
+    """The old success rates (over correctly classified images) and the new accuracies (over all)."""
+    n_att, won = int(o["correct"].sum()), o["k_idx"] >= 0
+    rate = lambda v: round(int(v.sum()) / n_att, 6) if n_att else None  # noqa: E731
+    r = robust(o)
+    return {
+        "k1_untargeted": rate(o["fooled_k1"]), "k1_targeted": rate(o["targeted_k1"]),
+        "perturbation_cosine": cosine, "clean_accuracy": round(n_att / len(won), 6) if len(won) else None,
+        "k_search_success": rate(won),
+        "mean_k": round(float(np.mean(grid.astype(np.float32)[o["k_idx"][won]])), 6) if won.any() else None,
+        "n_attacked": n_att,
+        "acc_k1": accuracy_with_interval(r["k1"]), "acc_k_search": accuracy_with_interval(r["k_search"]),
+    }
+
+
+def paired(outs: dict[str, dict[str, np.ndarray]]) -> dict[str, dict]:
+    """Defended (a) vs control (b) on the same held-out images, at k = 1 and under the k search."""
+    rd, rc = robust(outs["defended"]), robust(outs["control"])
+    return {f"paired_{key}": {"a": "defended", "b": "control", **paired_comparison(rd[key], rc[key])}
+            for key in ("k1", "k_search")}
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = stage_parser(__doc__, device=True, paths={
         "hybrid": "Hybrid CIFAR-10 folder: {train,test}.npz", "defended": "the defended models: <model>.pt",
-        "control": "their clean controls: <model>.pt", "models": "output folder: <kind>_<model>.pt, the generators",
+        "control": "their same-sources controls: <model>.pt", "models": "output folder: <kind>_<model>.pt, the generators",
         "metrics": RECORD, "plots": "output folder: <kind>_<model>.csv, the loss curves", "checkpoints": RESUME})
     args = ap.parse_args(argv)
-    p = load_section("adaptive", args.params)
-    cfg = GanConfig.from_params(load_section("gan", args.params))
+    p, gp = load_section("adaptive", args.params), load_section("gan", args.params)
+    cfg = GanConfig.from_params(gp)
     names = p.names("models")
     grid = k_grid(p["k_min"], p["k_max"], p["k_step"], where="adaptive")
     n_train, n_eval, seed = p.typed("train_images", int), p.typed("eval_images", int), p.typed("seed", int)
+    gan_train = gp.typed("train_images", int)
+    for key, n in (("adaptive.train_images", n_train), ("adaptive.eval_images", n_eval), ("gan.train_images", gan_train)):
+        if n < 1:
+            raise ParamsError(f"{p.source}: '{key}'={n} must be >= 1")
+    draws, budget = draws_per_epoch(cfg, gan_train), gan_step_budget(cfg, gan_train)
     set_threads()
     device = pick_device(args.device)
 
     keys = ["images", "labels", "is_adv"]
     train, test = load_npz(f"{args.hybrid}/train.npz", keys), load_npz(f"{args.hybrid}/test.npz", keys)
     real_tr, real_te = np.flatnonzero(train["is_adv"] == 0), np.flatnonzero(test["is_adv"] == 0)
-    for key, n, pool in (("train_images", n_train, real_tr), ("eval_images", n_eval, real_te)):
-        if n < 1:
-            raise ParamsError(f"{p.source}: 'adaptive.{key}'={n} must be >= 1")
     tr = real_tr[stratified_subset(train["labels"][real_tr], n_train, seed)]
     te = real_te[stratified_subset(test["labels"][real_te], n_eval, seed)]
     folders = {"defended": args.defended, "control": args.control}
     targets = {(kind, n): load_target(f"{folders[kind]}/{n}.pt", n) for n in names for kind in KINDS}
 
     out: dict[str, dict] = {n: {} for n in names}
-    for (kind, n), (model, sha) in targets.items():
-        tag = f"{kind}_{n}"
-        G, history = train_generator(model, train["images"][tr], train["labels"][tr], cfg, device,
-                                     checkpoint=f"{args.checkpoints}/{tag}.pt", run_key=sha, desc=f"adaptive GAN [{tag}]")
-        at_k1 = evaluate_at_k(model, G, test["images"][te], test["labels"][te], 1.0, device, cfg.batch_size)
-        r = run_k_search(model, G, test["images"][te], test["labels"][te], grid, device, cfg.batch_size,
-                         desc=f"k search [{tag}]")
-        out[n][kind] = {
-            "k1_untargeted": at_k1["untargeted_success"], "k1_targeted": at_k1["targeted_success"],
-            "perturbation_cosine": at_k1["perturbation_cosine"], "clean_accuracy": at_k1["clean_accuracy"],
-            "k_search_success": round(len(r.k) / r.n_attacked, 6) if r.n_attacked else None,
-            "mean_k": round(float(np.mean(r.k)), 6) if len(r.k) else None,
-            "n_attacked": r.n_attacked, "gan_steps": history[-1]["step"] if history else 0,
-        }
-        save_generator(f"{args.models}/{tag}.pt", G, target=n, target_sha256=sha, config=asdict(cfg), kind=kind)
-        save_csv(f"{args.plots}/{tag}.csv", history)
-        m = out[n][kind]
-        print(f"{tag}: GAN at k=1 fools {m['k1_untargeted']}, k search {m['k_search_success']} of "
-              f"{m['n_attacked']} correctly classified held-out images")
+    for n in names:
+        outs = {}
+        for kind in KINDS:
+            (model, sha), tag = targets[kind, n], f"{kind}_{n}"
+            idx, distinct = training_draws(model, train["images"][tr], train["labels"][tr], draws, seed, device,
+                                           f"{args.hybrid}/train.npz [{tag}]")
+            G, history = train_generator(model, train["images"][tr][idx], train["labels"][tr][idx], cfg, device,
+                                         checkpoint=f"{args.checkpoints}/{tag}.pt", run_key=sha,
+                                         desc=f"adaptive GAN [{tag}]")
+            steps = history[-1]["step"] if history else 0
+            if steps != budget:
+                warnings.warn(f"{tag}: the GAN took {steps} steps, not train_gan's {budget}")
+            cosine = evaluate_at_k(model, G, test["images"][te], test["labels"][te], 1.0, device,
+                                   cfg.batch_size)["perturbation_cosine"]
+            outs[kind] = outcomes(model, G, test["images"][te], test["labels"][te], grid, device, cfg.batch_size)
+            out[n][kind] = {**kind_metrics(outs[kind], grid, cosine), "gan_steps": steps, "gan_train_images": distinct}
+            save_generator(f"{args.models}/{tag}.pt", G, target=n, target_sha256=sha, config=asdict(cfg), kind=kind)
+            save_csv(f"{args.plots}/{tag}.csv", history)
+            m = out[n][kind]
+            print(f"{tag}: {steps} GAN steps; accuracy under attack {m['acc_k1']['acc']:.3f} at k=1, "
+                  f"{m['acc_k_search']['acc']:.3f} with the k search, of {m['acc_k1']['n']} held-out images")
+        out[n] |= paired(outs)
     save_json(args.metrics, out)
 
 

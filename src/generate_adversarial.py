@@ -9,9 +9,11 @@ plots/adversarial/k_hist.csv and plots/adversarial/examples.png.
 """
 from __future__ import annotations
 
-
 import numpy as np
+import torch
+from torch import nn
 
+from advhybrid import workers
 from advhybrid.attacks.advgan import load_generator, load_target
 from advhybrid.attacks.ksearch import k_grid, run_k_search, summarize_k_search
 from advhybrid.attacks.quality import image_quality
@@ -33,6 +35,25 @@ def _count(p, key: str, available: int, n_targets: int, path: str) -> int:
     return n
 
 
+def attack(name: str, target: nn.Module, G: nn.Module, slices: list[tuple[np.ndarray, np.ndarray, np.ndarray]],
+           grid: np.ndarray, device: torch.device, batch_size: int) -> tuple[dict[str, np.ndarray], int]:
+    """One target's k search over its slice of each split ((images, labels, their indices in the
+    split), in SPLITS order): the arrays of <target>.npz (successes only) and how many images it
+    attacked (those it classified right). A job of `adversarial.jobs` (advhybrid.workers)."""
+    parts, n_attacked = [], 0
+    for split_id, ((images, labels, idx), s) in enumerate(zip(slices, SPLITS)):
+        r = run_k_search(target, G, images, labels, grid, device, batch_size, desc=f"k search [{name}/{s}]")
+        q = image_quality(r.images, images[r.index], device, batch_size)
+        parts.append({
+            "images": r.images, "labels": r.labels.astype(np.int64),
+            "source_split": np.full(len(r.index), split_id, np.uint8),
+            "source_index": idx[r.index].astype(np.int64), "target_class": r.target_class.astype(np.int64),
+            "k": r.k.astype(np.float32), "pred": r.pred.astype(np.int64), **q,
+        })
+        n_attacked += r.n_attacked
+    return {key: np.concatenate([part[key] for part in parts]) for key in parts[0]}, n_attacked
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = stage_parser(__doc__, device=True, paths={
         "data": "CIFAR-10 folder: {train,test}.npz", "targets": "the target classifiers: <target>.pt", "gan": "their generators: <target>.pt",
@@ -45,6 +66,7 @@ def main(argv: list[str] | None = None) -> None:
     batch_size = p.typed("batch_size", int)
     set_threads()
     device = pick_device(args.device)
+    n_jobs = workers.jobs_param(p)  # targets attacked at once, each in its own process
 
     # Everything is loaded and cross-checked before the first image is attacked: a missing or
     # mismatched checkpoint fails in seconds and leaves no output behind.
@@ -65,25 +87,13 @@ def main(argv: list[str] | None = None) -> None:
         G, _ = load_generator(f"{args.gan}/{name}.pt", name, sha)
         attackers[name] = (target, G)
 
+    jobs = {}
+    for i, (name, (target, G)) in enumerate(attackers.items()):
+        mine = [(data[s]["images"][slices[s][i]], data[s]["labels"][slices[s][i]], slices[s][i]) for s in SPLITS]
+        jobs[name] = (name, target, G, mine, grid, device, batch_size)
     metrics, k_rows, examples = {}, [], {}
-    for i_target, (name, (target, G)) in enumerate(attackers.items()):
-        parts, n_attacked = [], 0
-        for split_id, s in enumerate(SPLITS):
-            idx = slices[s][i_target]
-            r = run_k_search(target, G, data[s]["images"][idx], data[s]["labels"][idx], grid, device,
-                             batch_size, desc=f"k search [{name}/{s}]")
-            source_index = idx[r.index]
-            q = image_quality(r.images, data[s]["images"][source_index], device, batch_size)
-            parts.append({
-                "images": r.images, "labels": r.labels.astype(np.int64),
-                "source_split": np.full(len(r.index), split_id, np.uint8),
-                "source_index": source_index.astype(np.int64), "target_class": r.target_class.astype(np.int64),
-                "k": r.k.astype(np.float32), "pred": r.pred.astype(np.int64), **q,
-            })
-            n_attacked += r.n_attacked
-        res = {key: np.concatenate([part[key] for part in parts]) for key in parts[0]}
+    for i_target, (name, (res, n_attacked)) in enumerate(workers.run(attack, jobs, n_jobs)):
         save_npz(f"{args.out}/{name}.npz", **res)
-
         metrics[name] = summarize_k_search(res, n_attacked, sum(len(slices[s][i_target]) for s in SPLITS))
         hist = np.isclose(res["k"][:, None], grid[None, :], atol=1e-6).sum(0)
         k_rows += [{"target": name, "k": float(k), "count": int(c)} for k, c in zip(grid, hist)]

@@ -54,12 +54,12 @@ SHRINK: dict[str, object] = {
     "eval_mixed.n_images": 20,
     # the robustness study: one extra seed (conftest.STAGES), attacks of a few steps on 4 images
     "seeds.extra": [1], "robustness.n_images": 4, "robustness.pgd_steps": 2, "robustness.pgd_check_steps": 3,
-    "robustness.autoattack_images": 2, "robustness.autoattack.apgd_steps": 2,
+    "robustness.autoattack.apgd_steps": 2,
     "robustness.autoattack.apgdt_steps": 2, "robustness.autoattack.fab_steps": 2,
     "robustness.autoattack.square_queries": 5, "adaptive.train_images": 20, "adaptive.eval_images": 4,
 }
 # Every training and GAN stage runs data-parallel under torchrun with two processes (Gloo on this
-# CPU): the paper's configuration is what runs on several GPUs (issue 15, docs/gpu.md).
+# CPU): the paper's configuration is what runs on several GPUs (docs/gpu.md).
 DIST = ["dist.nproc_per_node=2"]
 PLANT_TRAIN, PLANT_TEST = 6, 2  # planted sources per class from CIFAR-10 train and test
 PAPER_TARGETS = ["resnet56", "vgg19bn", "mobilenetv2", "shufflenetv2", "repvgg_a2"]

@@ -83,6 +83,7 @@ BAD = [
     ("eval_mixed.models", ["resnet56"], r"'eval_mixed.models' names \['resnet56'\], which 'train.models'"),
     ("robustness.fast_at_model", "vgg19bn", r"'robustness.fast_at_model'='vgg19bn' must be 'fast_at.model'"),
     ("robustness.autoattack.target_classes", 3, r"'robustness.autoattack.target_classes'=3: Input should be 9"),
+    ("robustness.autoattack.eps_255", 6.0, r"'robustness.autoattack.eps_255'=6 must be one of 'robustness.eps_255'"),
     ("seeds.extra", [1, 1], r"'seeds.extra' must not repeat a name"),
     ("report.goals", {"target_clean_acc": 0.8, "gan_sucess": 0.5}, r"key 'gan_sucess' of 'report.goals'"),
     ("report.goals", {"target_clean_acc": 80}, r"fractions must be in \[0, 1\]"),

@@ -92,12 +92,16 @@ def test_robustness_study_reports_every_model_and_its_checks(smoke_repo):
     assert set(rob) == expected
     for figures in rob.values():  # flat numbers that `dvc metrics diff` can compare
         assert all(isinstance(v, (int, float)) for v in figures.values())
-        assert {"clean", "noise", "pgd_1", "pgd_8", "pgd_16", "autoattack", "hybrid_adv"} <= set(figures)
+        assert {"clean", "noise", "pgd_1", "pgd_8", "pgd_16", "pgd_autoattack", "hybrid_adv"} <= set(figures)
     details = json.loads((smoke_repo / "reports/robustness.json").read_text())
     assert "pgd_converged" in details["fast_at/resnet50"]["whitebox"]["checks"]
     assert details["settings"]["autoattack_deviations"]  # smoke shortens AutoAttack, and says so
     adaptive = json.loads((smoke_repo / "metrics/adaptive.json").read_text())
-    assert set(adaptive["resnet50"]) == {"defended", "control"}
+    assert set(adaptive["resnet50"]) == {"defended", "control", "paired_k1", "paired_k_search"}
+    d = details["defended/resnet50"]
+    assert {"robust_vs_control", "vs_control", "ae_effect"} <= set(d)
+    assert len(d["whitebox"]["per_image"]["pgd_autoattack"]) == details["settings"]["n_images"]
+    assert "unbounded" in d["whitebox"]["checks"]
     report = (smoke_repo / "reports/results.md").read_text()
     assert report.index("## Does the defence hold?") < report.index("## Goals for this scale")
     assert "the Hybrid defence" in report and "AutoAttack deviates from the standard version" in report

@@ -206,6 +206,28 @@ def test_table_2_row_is_the_epoch_whose_weights_are_kept():
     assert evaluate(model, x, y, CPU)["acc"] == pytest.approx(saved_epoch(hist)["val_acc"])
 
 
+def test_the_default_selection_is_still_the_clean_validation_accuracy(tmp_path, capsys):
+    # train@, control@ and seed@ pass no criterion: their rows, choice and run key are as before
+    from advhybrid.io import data_fingerprint
+    from advhybrid.training import saved_epoch
+
+    hist = [{"epoch": 1, "val_acc": 0.5, "val_pgd_acc": 0.4}, {"epoch": 2, "val_acc": 0.7, "val_pgd_acc": 0.0},
+            {"epoch": 3, "val_acc": 0.7, "val_pgd_acc": 0.0}]
+    assert saved_epoch(hist)["epoch"] == 2
+    x, y = data()
+    ckpt = tmp_path / "ckpt.pt"
+    cfg = TrainConfig(epochs=2, batch_size=32)
+    _, hist = fit(tiny_model(), (x, y), (x, y), cfg, CPU, checkpoint=ckpt)
+    assert list(hist[0]) == ["epoch", "lr", "train_loss", "train_acc", "val_loss", "val_acc", "seconds"]
+    state = torch.load(ckpt, weights_only=False)
+    assert state["best_acc"] == saved_epoch(hist)["val_acc"] and state["best_epoch"] == saved_epoch(hist)["epoch"]
+    assert state["key"] == cfg.key({"name": "model", "build": {"name": "model", "class": "Sequential"},
+                                    "data": data_fingerprint(x, y)})
+    capsys.readouterr()
+    fit(tiny_model(), (x, y), (x, y), cfg, CPU, checkpoint=ckpt, select_by=("val_acc",))
+    assert "resumed" in capsys.readouterr().out  # the explicit default is the same run
+
+
 def test_identical_weights_saved_twice_give_identical_files(tmp_path):
     # torch.save writes the file's name into the zip: saving through a random temporary path
     # gave equal weights a new md5 each time, and DVC reran everything downstream.

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
@@ -20,6 +20,7 @@ from advhybrid.io import save_csv, save_json
 from advhybrid.models import build_model, count_parameters, save_model
 from advhybrid.params import RECORD, RESUME, ParamsError, Section
 from advhybrid.training import TrainConfig, fit, predict, saved_epoch
+from advhybrid.training.trainer import CLEAN
 
 SPLIT_KEYS = ["images", "labels", "is_adv"]
 # the path options of the stages that train one of these classifiers (params.stage_parser):
@@ -42,16 +43,18 @@ def train_and_test(
     name: str, width: float, cfg: TrainConfig, train: tuple[np.ndarray, np.ndarray],
     val: tuple[np.ndarray, np.ndarray], test: dict[str, np.ndarray], device: torch.device,
     checkpoint: str | Path, perturb: Callable | None = None, key_extra: dict | None = None,
+    select_by: Sequence[str] = CLEAN, monitor: Callable | None = None,
 ) -> tuple[torch.nn.Module, dict[str, Any], list[dict], np.ndarray]:
-    """Train `name` at `width` with `cfg`; return (model, Table 2 metrics, history, test predictions)."""
+    """Train `name` at `width` with `cfg`; return (model, Table 2 metrics, history, test predictions).
+    `select_by` and `monitor` go to `fit`: the columns that choose the kept epoch, and what adds them."""
     t0 = time.perf_counter()
     model = build_model(name, num_classes=10, width=width, seed=cfg.seed)
     model, history = fit(model, train, val, cfg, device, checkpoint=checkpoint, name=name,
-                         perturb=perturb, key_extra=key_extra)
+                         perturb=perturb, key_extra=key_extra, select_by=select_by, monitor=monitor)
     pred = predict(model, test["images"], device).argmax(1).numpy()
     scores = classification_metrics(test["labels"], pred)
     by_kind = accuracy_by_kind(test["labels"], pred, test["is_adv"])
-    best = saved_epoch(history)  # Table 2 describes the saved weights, not the last epoch
+    best = saved_epoch(history, select_by=select_by)  # Table 2 describes the saved weights, not the last epoch
     metrics = {
         "epochs": len(history), "best_epoch": best["epoch"], "loss": best["train_loss"],
         "train_acc": best["train_acc"], "val_acc": best["val_acc"], "test_acc": scores["accuracy"],

@@ -113,6 +113,7 @@ class TargetsParams(Recipe, section="targets"):
     train_images: int = Count
     test_images: int = Count
     epochs: int = Count
+    jobs: int = Field(default=1, ge=1)  # networks at once (advhybrid.workers); absent in older params files
 
 
 class TrainParams(Recipe, section="train"):
@@ -157,6 +158,7 @@ class GanParams(_Section):
     hinge_bound: float = Field(ge=0)
     log_every: int = Count
     seed: Seed
+    jobs: int = Field(default=1, ge=1)  # as targets.jobs
 
 
 class KGrid(_Section):
@@ -183,6 +185,7 @@ class AdversarialParams(KGrid, section="adversarial"):
     test_images: int = Count
     batch_size: int = Count
     seed: Seed
+    jobs: int = Field(default=1, ge=1)  # as targets.jobs
 
 
 class AdaptiveParams(KGrid, section="adaptive"):
@@ -236,6 +239,9 @@ class FastAtParams(_Section):
     model: ModelName
     eps_255: float = Field(gt=0, le=255)
     alpha_255: float = Field(gt=0, le=255)
+    pgd_batch: int = Count  # the held-out validation images whose PGD accuracy picks the saved epoch
+    pgd_steps: int = Count
+    pgd_alpha_255: float = Field(gt=0, le=255)
 
 
 class SeedsParams(_Section):
@@ -255,13 +261,11 @@ class RobustnessParams(_Section):
     fast_at_model: ModelName
     n_images: int = Count
     eps_255: list[float] = Field(min_length=1)
-    pgd_steps: int = Count
-    pgd_step_255: float = Field(gt=0)
+    pgd_steps: int = Count          # step 2.5 * eps / steps at each budget (Madry et al.)
     pgd_restarts: int = Count
     pgd_check_steps: int = Count
     noise_eps_255: float = Field(ge=0, le=255)
     masking_ratio: float = Field(ge=0, le=1)
-    autoattack_images: int = Count
     autoattack: AutoAttackSettings   # its fields and bounds live with the attack (attacks.whitebox)
     batch_size: int = Count
     seed: Seed
@@ -271,9 +275,9 @@ class RobustnessParams(_Section):
         e = self.eps_255
         if e[0] <= 0 or any(b <= a for a, b in zip(e, e[1:])):
             raise ValueError(f"'robustness.eps_255' must be increasing budgets > 0, got {e}")
-        if self.autoattack_images > self.n_images:
-            raise ValueError(f"'robustness.autoattack_images'={self.autoattack_images} must be <= "
-                             f"'robustness.n_images'={self.n_images} (AutoAttack runs on the first of them)")
+        if self.autoattack.eps_255 not in e:
+            raise ValueError(f"'robustness.autoattack.eps_255'={self.autoattack.eps_255:g} must be one of "
+                             f"'robustness.eps_255' {e} (AutoAttack runs on that budget's PGD survivors)")
         return self
 
 
@@ -335,6 +339,10 @@ def cross_check(p: Params) -> list[str]:
                        ("adaptive.models", p.adaptive.models), ("fast_at.model", [p.fast_at.model]),
                        ("seeds.model", [p.seeds.model])):
         subset(key, names, "train.models", p.train.models)
+    for key, jobs in (("targets.jobs", p.targets.jobs), ("gan.jobs", p.gan.jobs)):  # advhybrid.workers
+        if jobs > 1 and p.dist.nproc_per_node > 1:
+            problems.append(f"'{key}'={jobs} with 'dist.nproc_per_node'={p.dist.nproc_per_node}: under torchrun "
+                            f"every process already trains each network; set one of them to 1")
     if p.robustness.fast_at_model != p.fast_at.model:
         problems.append(f"'robustness.fast_at_model'={p.robustness.fast_at_model!r} must be "
                         f"'fast_at.model'={p.fast_at.model!r} (the one train_fast_at trains)")

@@ -21,54 +21,76 @@ from advhybrid.evaluation.stats import accuracy_with_interval, paired_comparison
 @dataclass(frozen=True)
 class RobustnessSettings:
     eps_255: tuple[float, ...] = (1, 2, 4, 8, 16)
-    pgd_steps: int = 20
-    pgd_step_255: float = 2.0
+    pgd_steps: int = 20               # step 2.5 * eps / steps at each budget (Madry et al.)
     pgd_restarts: int = 2
-    pgd_check_steps: int = 100        # PGD-100 vs PGD-20 on the adversarially trained model
+    pgd_check_steps: int = 100        # PGD-100 on PGD-20's survivors, on the adversarially trained model
     noise_eps_255: float = 8.0
     masking_ratio: float = 0.5
-    autoattack: wb.AutoAttackSettings = wb.AUTOATTACK_STANDARD
-    autoattack_images: int = 500      # the first N of the subset (class-stratified order)
+    autoattack: wb.AutoAttackSettings = wb.AUTOATTACK_STANDARD  # on PGD's survivors at its eps_255
     batch_size: int = 250
     seed: int = 0
 
 
+def to_bits(ok: np.ndarray) -> str:
+    """Booleans as a string of '0'/'1', one character per image: compact in JSON."""
+    return (np.asarray(ok, bool).astype(np.uint8) + ord("0")).tobytes().decode("ascii")
+
+
+def from_bits(bits: str) -> np.ndarray:
+    """The booleans `to_bits` wrote."""
+    b = np.frombuffer(bits.encode("ascii"), np.uint8)
+    if not np.isin(b, (ord("0"), ord("1"))).all():
+        raise ValueError(f"per-image outcomes must be a string of '0' and '1', got {bits[:40]!r}")
+    return b == ord("1")
+
+
+def whitebox_outcomes(model: nn.Module, x: torch.Tensor, y: torch.Tensor, s: RobustnessSettings, name: str,
+                      check_convergence: bool = False) -> dict[str, np.ndarray]:
+    """Per image, still correct: clean, under noise, under PGD per budget (chained), under PGD then
+    AutoAttack on its survivors at AutoAttack's budget ("pgd_autoattack"), under PGD at 255/255 on
+    the survivors of the largest budget ("unbounded"), and when asked under PGD-<pgd_check_steps> on the
+    survivors of PGD at AutoAttack's budget ("pgd_long")."""
+    model = model.float().eval().requires_grad_(False)
+    if s.autoattack.eps_255 not in s.eps_255:
+        raise ValueError(f"AutoAttack's budget {s.autoattack.eps_255:g}/255 must be one of PGD's {list(s.eps_255)}")
+    k = s.eps_255.index(s.autoattack.eps_255)
+    eps = [e / 255 for e in s.eps_255]
+    attack = dict(steps=s.pgd_steps, restarts=s.pgd_restarts, batch_size=s.batch_size, seed=s.seed)
+    clean = wb.correct(model, x, y, s.batch_size)
+    pgd = wb.pgd_sweep(model, x, y, clean, eps, desc=f"{name} PGD-{s.pgd_steps}", **attack)
+    ok = {"clean": clean, "noise": wb.noise_correct(model, x, y, s.noise_eps_255 / 255, s.seed, s.batch_size),
+          **{f"pgd_{e:g}": a for e, a in zip(s.eps_255, pgd)},
+          "pgd_autoattack": wb.autoattack_robust(model, x, y, pgd[k], s.autoattack, s.batch_size, s.seed,
+                                                 desc=f"{name} AutoAttack"),
+          # chained too: what the largest budget broke is broken at 255/255, so only its survivors are attacked
+          "unbounded": wb.pgd_robust(model, x, y, pgd[-1], wb.UNBOUNDED, desc=f"{name} PGD-{s.pgd_steps}", **attack)}
+    if check_convergence:
+        ok["pgd_long"] = wb.pgd_robust(model, x, y, pgd[k], eps[k], **(attack | {"steps": s.pgd_check_steps}),
+                                       desc=f"{name} PGD-{s.pgd_check_steps}")
+    return {f: v.cpu().numpy() for f, v in ok.items()}
+
+
 def whitebox_figures(model: nn.Module, x: torch.Tensor, y: torch.Tensor, s: RobustnessSettings, name: str,
                      check_convergence: bool = False) -> dict[str, Any]:
-    """Clean, noise, PGD per eps (and PGD-100 when asked), AutoAttack: per-image booleans -> rates."""
-    model = model.float().eval().requires_grad_(False)
-    alpha = s.pgd_step_255 / 255
-    clean = wb.correct(model, x, y, s.batch_size)
-    out: dict[str, Any] = {"n": len(y), "clean": accuracy_with_interval(clean.cpu().numpy())}
-    noise = wb.noise_correct(model, x, y, s.noise_eps_255 / 255, s.seed, s.batch_size)
-    out["noise"] = accuracy_with_interval(noise.cpu().numpy())
-    pgd = {}
-    for e in s.eps_255:
-        ok = wb.pgd_robust(model, x, y, e / 255, s.pgd_steps, alpha, s.pgd_restarts, s.batch_size, s.seed,
-                           desc=f"{name} PGD-{s.pgd_steps} {e:g}/255")
-        pgd[f"{e:g}"] = accuracy_with_interval(ok.cpu().numpy())  # keyed "8" for 8/255: JSON keys are strings
-    out["pgd"] = pgd
-    checks = wb.sanity_checks(out["clean"]["acc"], {float(e) / 255: v["acc"] for e, v in pgd.items()}, s.masking_ratio)
-    if check_convergence and "8" in pgd:
-        ok = wb.pgd_robust(model, x, y, 8 / 255, s.pgd_check_steps, alpha, s.pgd_restarts, s.batch_size, s.seed,
-                           desc=f"{name} PGD-{s.pgd_check_steps} 8/255")
-        long = accuracy_with_interval(ok.cpu().numpy())["acc"]
-        out["pgd_long_8"] = {"steps": s.pgd_check_steps, "acc": long}
-        gap = pgd["8"]["acc"] - long
-        checks["pgd_converged"] = {"ok": gap <= 0.01, "detail": f"PGD-{s.pgd_steps} {pgd['8']['acc']:.3f} vs "
-                                   f"PGD-{s.pgd_check_steps} {long:.3f} at 8/255 (flagged above 1 point)"}
-    n_aa = min(s.autoattack_images, len(y))
-    xa, ya = x[:n_aa], y[:n_aa]
-    alive = wb.correct(model, xa, ya, s.batch_size)
-    idx = alive.nonzero().squeeze(1)
-    if len(idx):
-        adv = wb.autoattack(model, s.autoattack, seed=s.seed)
-        for i in range(0, len(idx), s.batch_size):
-            j = idx[i : i + s.batch_size]
-            alive[j] = wb.correct(model, adv(xa[j], ya[j]), ya[j], s.batch_size)
-    out["autoattack"] = accuracy_with_interval(alive.cpu().numpy()) | {
-        "eps_255": s.autoattack.eps_255, "deviations": {k: list(v) for k, v in wb.deviations(s.autoattack).items()}}
-    out["checks"] = checks
+    """whitebox_outcomes as rates with Wilson intervals, the sanity checks, and the outcomes
+    themselves ("per_image": a string of '0'/'1' per figure, in the order of x)."""
+    ok = whitebox_outcomes(model, x, y, s, name, check_convergence)
+    rate = {f: accuracy_with_interval(v) for f, v in ok.items()}
+    top, aa = s.eps_255[-1], s.autoattack.eps_255
+    out: dict[str, Any] = {
+        "n": len(y), "clean": rate["clean"], "noise": rate["noise"],
+        "pgd": {f"{e:g}": rate[f"pgd_{e:g}"] for e in s.eps_255},  # keyed "8" for 8/255: JSON keys are strings
+        "pgd_autoattack": rate["pgd_autoattack"] | {
+            "eps_255": aa, "deviations": {d: list(v) for d, v in wb.deviations(s.autoattack).items()}},
+        "unbounded": rate["unbounded"],
+        "checks": wb.sanity_checks(rate["clean"]["acc"], (top / 255, rate[f"pgd_{top:g}"]["acc"]),
+                                   rate["unbounded"]["acc"], s.masking_ratio),
+    }
+    if check_convergence:
+        out["pgd_long"] = rate["pgd_long"] | {"eps_255": aa, "steps": s.pgd_check_steps}
+        out["checks"]["pgd_converged"] = wb.convergence_check(rate[f"pgd_{aa:g}"]["acc"], rate["pgd_long"]["acc"],
+                                                              s.pgd_steps, s.pgd_check_steps, aa)
+    out["per_image"] = {f: to_bits(v) for f, v in ok.items()}
     return out
 
 

@@ -23,7 +23,7 @@ import os
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -127,12 +127,29 @@ def evaluate(model: torch.nn.Module, images, labels, device: torch.device, tta_f
     }
 
 
-def saved_epoch(history: list[dict], select_best: bool = True) -> dict:
+# What picks the kept epoch unless a stage says otherwise: validation accuracy (train@, control@,
+# seed@). train_fast_at selects by the PGD accuracy of a held-out batch instead, since clean
+# accuracy keeps rising through catastrophic overfitting (Wong et al. 2020).
+CLEAN: tuple[str, ...] = ("val_acc",)
+
+
+def score(row: dict, select_by: Sequence[str] = CLEAN) -> tuple[float, ...]:
+    """A history row's rank under `select_by`: higher is better, compared column by column, so
+    the later columns only break ties. Without a validation set the default is train_acc."""
+    if tuple(select_by) == CLEAN and "val_acc" not in row:
+        return (row["train_acc"],)
+    missing = [k for k in select_by if k not in row]
+    if missing:
+        raise ValueError(f"select_by {missing}: not in the history row (it has {list(row)})")
+    return tuple(float(row[k]) for k in select_by)
+
+
+def saved_epoch(history: list[dict], select_best: bool = True, select_by: Sequence[str] = CLEAN) -> dict:
     """The history row of the epoch whose weights `fit` returned (Table 2 reports this epoch):
-    the first with the best validation accuracy, or the last one without `select_best`."""
+    the first with the best `score`, or the last one without `select_best`."""
     if not history:
         raise ValueError("empty training history")
-    return max(history, key=lambda r: r["val_acc"]) if select_best else history[-1]
+    return max(history, key=lambda r: score(r, select_by)) if select_best else history[-1]
 
 
 def checkpoint_every() -> int:
@@ -162,8 +179,9 @@ class _Run:
     gen: torch.Generator        # the permutation and augmentation draws: the same on every rank
     key: str
     history: list[dict]
-    best: tuple[float, dict | None, int]  # score, weights (on the CPU), epoch
+    best: tuple[tuple[float, ...], dict | None, int]  # score, weights (on the CPU), epoch
     start: int = 0
+    select_by: tuple[str, ...] = CLEAN
 
 
 def fit(
@@ -178,6 +196,8 @@ def fit(
     select_best: bool = True,
     perturb: Perturb | None = None,
     key_extra: dict | None = None,
+    select_by: Sequence[str] = CLEAN,
+    monitor: Callable[[torch.nn.Module], dict[str, float]] | None = None,
 ) -> tuple[torch.nn.Module, list[dict]]:
     """Train `model`; returns it and the per-epoch history.
 
@@ -187,7 +207,9 @@ def fit(
 
     With `select_best` the returned weights are those of the epoch with the best `val`
     accuracy; otherwise the last epoch's (use that when `val` is the test set, which must
-    not choose the model).
+    not choose the model). `monitor(net)`, when given, adds columns to each epoch's row (the
+    net in eval mode, after validation), and `select_by` names the columns that choose the
+    epoch instead (see `score`); a criterion other than the default is part of the run's key.
 
     `checkpoint` is written after every epoch; if it exists and was written by the same
     configuration and data, training resumes after its last finished epoch.
@@ -204,7 +226,10 @@ def fit(
     x_all = images_to_device(images, device)
     y_all = torch.as_tensor(labels, dtype=torch.long).to(device)
     model.to(device, memory_format=memory_format(device))
+    if tuple(select_by) != CLEAN:  # a resume must keep the criterion its saved best was chosen by
+        key_extra = {**(key_extra or {}), "select_by": list(select_by)}
     run = _start(model, images, labels, cfg, device, gen, name, key_extra, math.ceil(n / cfg.batch_size))
+    run.select_by = tuple(select_by)
     ckpt_path = Path(checkpoint) if checkpoint else None
     if ckpt_path and ckpt_path.is_file():
         _resume(run, ckpt_path, name)
@@ -222,7 +247,7 @@ def fit(
                 f"{name}: non-finite training loss in epoch {epoch + 1} (lr {cfg.lr}); "
                 f"the last good checkpoint ({ckpt_path}) is kept. Lower the learning rate or check the data."
             )
-        row = _end_epoch(run, epoch, train_loss, train_acc, val, device, select_best, t0, name, cfg.epochs)
+        row = _end_epoch(run, epoch, train_loss, train_acc, val, device, select_best, t0, name, cfg.epochs, monitor)
         if ckpt_path and ((epoch + 1) % checkpoint_every() == 0 or epoch + 1 == cfg.epochs):
             _save(run, ckpt_path, epoch + 1)
         if on_epoch:
@@ -252,7 +277,7 @@ def _start(model: torch.nn.Module, images: np.ndarray, labels: np.ndarray, cfg: 
     # The world size is not part of it: the global batch and the draws are the same at any size.
     build = getattr(model, "build_args", None) or {"name": name, "class": type(model).__name__}
     key = cfg.key({"name": name, "build": build, "data": data_fingerprint(images, labels), **(key_extra or {})})
-    return _Run(net, step_fn, opt, sched, gen, key, history=[], best=(-1.0, None, 0))
+    return _Run(net, step_fn, opt, sched, gen, key, history=[], best=((), None, 0))
 
 
 # What _save writes and _resume reads.
@@ -273,11 +298,13 @@ def _resume(run: _Run, path: Path, name: str) -> None:
     run.sched.load_state_dict(state["sched"])
     run.gen.set_state(state["gen"].cpu())
     torch.set_rng_state(state["cpu_rng"].cpu())
-    run.history, run.start = state["history"], state["epoch"]
+    run.history, run.start, best_epoch = state["history"], state["epoch"], state["best_epoch"]
     best_state = state["best_state"]
-    if best_state is None and state["best_epoch"] == run.start:  # the best epoch was the saved one
+    if best_state is None and best_epoch == run.start:  # the best epoch was the saved one
         best_state = {k: t.detach().cpu().clone() for k, t in run.net.state_dict().items()}
-    run.best = (state["best_acc"], best_state, state["best_epoch"])
+    # the best's score, from its history row: the key guarantees the criterion is this run's
+    row = next(r for r in run.history if r["epoch"] == best_epoch)
+    run.best = (score(row, run.select_by), best_state, best_epoch)
     if dist.is_main():
         tqdm.write(f"{name}: resumed from {path} after epoch {run.start}")
 
@@ -353,23 +380,25 @@ def _shard_step(run: _Run, x: torch.Tensor, y: torch.Tensor, cfg: TrainConfig, d
 
 
 def _end_epoch(run: _Run, epoch: int, train_loss: float, train_acc: float, val: tuple[np.ndarray, np.ndarray] | None,
-               device: torch.device, select_best: bool, t0: float, name: str, epochs: int) -> dict:
+               device: torch.device, select_best: bool, t0: float, name: str, epochs: int,
+               monitor: Callable[[torch.nn.Module], dict[str, float]] | None = None) -> dict:
     """Validate, append the epoch's history row, keep the best weights, and log the row."""
     row = {"epoch": epoch + 1, "lr": run.opt.param_groups[0]["lr"], "train_loss": train_loss, "train_acc": train_acc}
     if val is not None:
         v = _evaluate(run.net, val, device)
         row.update(val_loss=v["loss"], val_acc=v["acc"])
-        score = v["acc"]
-    else:
-        score = row["train_acc"]
+    extra = monitor(run.net.eval()) if monitor is not None else {}
+    row.update(extra)
     row["seconds"] = time.perf_counter() - t0
     run.history.append(row)
-    if score > run.best[0] or not select_best:
-        run.best = (score, copy.deepcopy({k: t.detach().cpu() for k, t in run.net.state_dict().items()}), epoch + 1)
+    s = score(row, run.select_by)
+    if s > run.best[0] or not select_best:  # strictly better: the first of equal epochs is kept
+        run.best = (s, copy.deepcopy({k: t.detach().cpu() for k, t in run.net.state_dict().items()}), epoch + 1)
     if dist.is_main():
         tqdm.write(
             f"{name} epoch {epoch + 1}/{epochs}: loss {train_loss:.4f} train_acc {row['train_acc']:.4f}"
             + (f" val_acc {row['val_acc']:.4f}" if val is not None else "")
+            + "".join(f" {k} {v:.4f}" for k, v in extra.items())
             + f" ({row['seconds']:.1f}s)"
         )
     return row
@@ -393,11 +422,11 @@ def _save(run: _Run, path: Path, epoch: int) -> None:
     """Rank 0 writes (atomically) what a resume needs and no more: the best weights only when
     they are not these. The barrier: no rank runs ahead of a checkpoint that is not on disk yet."""
     if dist.is_main():
-        best_acc, best_state, best_epoch = run.best
+        best_score, best_state, best_epoch = run.best
         save_torch(path, {
             "key": run.key, "epoch": epoch, "model": run.net.state_dict(),
             "opt": run.opt.state_dict(), "sched": run.sched.state_dict(),
             "gen": run.gen.get_state(), "cpu_rng": torch.get_rng_state(), "history": run.history,
-            "best_acc": best_acc, "best_state": None if best_epoch == epoch else best_state, "best_epoch": best_epoch,
+            "best_acc": best_score[0], "best_state": None if best_epoch == epoch else best_state, "best_epoch": best_epoch,
         })
     dist.barrier()
