@@ -41,3 +41,17 @@ def test_the_same_sources_control_swaps_each_ae_for_its_source_and_names_an_orph
     orphan = dict(split, source_id=np.array([7, 7, 8, 9]))
     with pytest.raises(ControlDataError, match=r"train.npz: AEs whose real source image is not in the split \(source ids \[8\]"):
         same_sources(orphan, "train.npz")
+
+
+def test_attack_counts_charge_the_chained_sweep_only_for_each_budgets_survivors():
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location("attack_counts", Path(__file__).parents[1] / "tools" / "attack_counts.py")
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    rate = lambda k: {"acc": k / 10}  # noqa: E731
+    details = {"settings": {"eps_255": [2, 8, 16]},
+               "defended/m": {"whitebox": {"n": 10, "clean": rate(6), "pgd": {"2": rate(3), "8": rate(1), "16": rate(0)}}}}
+    assert tool.counts(details) == [{"model": "defended/m", "clean": 6, "unchained": 18, "chained": 6 + 3 + 1,
+                                     "pgd_8_survivors": 1}]

@@ -179,7 +179,7 @@ def verdict_section(va: dict[str, str], vb: dict[str, str], a: Side, b: Side) ->
         return ["## Robustness verdict", "",
                 f"Not compared: no robustness study (reports/robustness.json) on {' and '.join(missing)}.", ""]
     rows = [[m, va.get(m, "—"), vb.get(m, "—")] for m in dict.fromkeys([*va, *vb])]
-    return ["## Robustness verdict (PGD 8/255 against the clean control, 95% intervals)", "",
+    return ["## Robustness verdict (PGD + AutoAttack 8/255 against the same-sources control, paired)", "",
             *_table(["model", a.label, b.label], rows), ""]
 
 
