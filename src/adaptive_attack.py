@@ -17,6 +17,8 @@ Accuracy under attack: over ALL held-out images, an image is robust when it is c
 correctly clean and after the attack; Wilson 95% intervals, and defended vs control paired on
 the same images (McNemar exact, Newcombe interval).
 Writes metrics/adaptive.json, models/adaptive/<kind>_<model>.pt and plots/adaptive/<kind>_<model>.csv.
+Each (kind, model)'s GAN and its evaluation is a job of `adaptive.jobs` (advhybrid.workers);
+this process pairs the two kinds and writes every output.
 """
 from __future__ import annotations
 
@@ -30,12 +32,14 @@ from torch import nn
 from advhybrid.attacks.advgan import GanConfig, load_target, predict_top2, save_generator, train_generator
 from advhybrid.attacks.ksearch import evaluate_at_k, k_grid, k_search_batch
 from advhybrid.data.subset import stratified_subset
+from advhybrid import workers
 from advhybrid.device import images_to_device, memory_format, pick_device, set_threads
 from advhybrid.evaluation.stats import accuracy_with_interval, paired_comparison
 from advhybrid.io import load_npz, save_csv, save_json
 from advhybrid.params import RECORD, RESUME, ParamsError, load_section, stage_parser
 
 KINDS = ("defended", "control")
+Split = tuple[np.ndarray, np.ndarray]  # images, labels
 
 
 def draws_per_epoch(cfg: GanConfig, gan_train_images: int) -> int:
@@ -126,6 +130,20 @@ def paired(outs: dict[str, dict[str, np.ndarray]]) -> dict[str, dict]:
             for key in ("k1", "k_search")}
 
 
+def adaptive_gan(tag: str, model: nn.Module, sha: str, train: Split, draws: int, seed: int, held_out: Split,
+                 grid: np.ndarray, cfg: GanConfig, device: torch.device, checkpoint: str, where: str,
+                 ) -> tuple[nn.Module, list[dict], dict[str, np.ndarray], float | None, int]:
+    """One (kind, model)'s GAN trained against it, then it attacked on the held-out images: (G,
+    loss history, per-image outcomes, perturbation cosine at k = 1, distinct training images).
+    A job of `adaptive.jobs` (advhybrid.workers): the outcomes come back whole, so the parent
+    pairs defended with control on the same images."""
+    idx, distinct = training_draws(model, *train, draws, seed, device, where)
+    G, history = train_generator(model, train[0][idx], train[1][idx], cfg, device, checkpoint=checkpoint,
+                                 run_key=sha, desc=f"adaptive GAN [{tag}]")
+    cosine = evaluate_at_k(model, G, *held_out, 1.0, device, cfg.batch_size)["perturbation_cosine"]
+    return G, history, outcomes(model, G, *held_out, grid, device, cfg.batch_size), cosine, distinct
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = stage_parser(__doc__, device=True, paths={
         "hybrid": "Hybrid CIFAR-10 folder: {train,test}.npz", "defended": "the defended models: <model>.pt",
@@ -144,6 +162,7 @@ def main(argv: list[str] | None = None) -> None:
     draws, budget = draws_per_epoch(cfg, gan_train), gan_step_budget(cfg, gan_train)
     set_threads()
     device = pick_device(args.device)
+    n_jobs = workers.jobs_param(p)  # GANs trained at once, each in its own process (never under torchrun)
 
     keys = ["images", "labels", "is_adv"]
     train, test = load_npz(f"{args.hybrid}/train.npz", keys), load_npz(f"{args.hybrid}/test.npz", keys)
@@ -153,29 +172,25 @@ def main(argv: list[str] | None = None) -> None:
     folders = {"defended": args.defended, "control": args.control}
     targets = {(kind, n): load_target(f"{folders[kind]}/{n}.pt", n) for n in names for kind in KINDS}
 
+    learn, held_out = (train["images"][tr], train["labels"][tr]), (test["images"][te], test["labels"][te])
+    jobs = {f"{kind}_{n}": (f"{kind}_{n}", *targets[kind, n], learn, draws, seed, held_out, grid, cfg, device,
+                            f"{args.checkpoints}/{kind}_{n}.pt", f"{args.hybrid}/train.npz [{kind}_{n}]")
+            for n in names for kind in KINDS}
     out: dict[str, dict] = {n: {} for n in names}
-    for n in names:
-        outs = {}
-        for kind in KINDS:
-            (model, sha), tag = targets[kind, n], f"{kind}_{n}"
-            idx, distinct = training_draws(model, train["images"][tr], train["labels"][tr], draws, seed, device,
-                                           f"{args.hybrid}/train.npz [{tag}]")
-            G, history = train_generator(model, train["images"][tr][idx], train["labels"][tr][idx], cfg, device,
-                                         checkpoint=f"{args.checkpoints}/{tag}.pt", run_key=sha,
-                                         desc=f"adaptive GAN [{tag}]")
-            steps = history[-1]["step"] if history else 0
-            if steps != budget:
-                warnings.warn(f"{tag}: the GAN took {steps} steps, not train_gan's {budget}")
-            cosine = evaluate_at_k(model, G, test["images"][te], test["labels"][te], 1.0, device,
-                                   cfg.batch_size)["perturbation_cosine"]
-            outs[kind] = outcomes(model, G, test["images"][te], test["labels"][te], grid, device, cfg.batch_size)
-            out[n][kind] = {**kind_metrics(outs[kind], grid, cosine), "gan_steps": steps, "gan_train_images": distinct}
-            save_generator(f"{args.models}/{tag}.pt", G, target=n, target_sha256=sha, config=asdict(cfg), kind=kind)
-            save_csv(f"{args.plots}/{tag}.csv", history)
-            m = out[n][kind]
-            print(f"{tag}: {steps} GAN steps; accuracy under attack {m['acc_k1']['acc']:.3f} at k=1, "
-                  f"{m['acc_k_search']['acc']:.3f} with the k search, of {m['acc_k1']['n']} held-out images")
-        out[n] |= paired(outs)
+    outs: dict[str, dict[str, dict[str, np.ndarray]]] = {n: {} for n in names}
+    for tag, (G, history, o, cosine, distinct) in workers.run(adaptive_gan, jobs, n_jobs):
+        kind, n = tag.split("_", 1)
+        steps = history[-1]["step"] if history else 0
+        if steps != budget:
+            warnings.warn(f"{tag}: the GAN took {steps} steps, not train_gan's {budget}")
+        outs[n][kind] = o
+        out[n][kind] = m = {**kind_metrics(o, grid, cosine), "gan_steps": steps, "gan_train_images": distinct}
+        save_generator(f"{args.models}/{tag}.pt", G, target=n, target_sha256=jobs[tag][2], config=asdict(cfg), kind=kind)
+        save_csv(f"{args.plots}/{tag}.csv", history)
+        print(f"{tag}: {steps} GAN steps; accuracy under attack {m['acc_k1']['acc']:.3f} at k=1, "
+              f"{m['acc_k_search']['acc']:.3f} with the k search, of {m['acc_k1']['n']} held-out images")
+        if len(outs[n]) == len(KINDS):  # the jobs come back in order: control after its defended model
+            out[n] |= paired(outs[n])
     save_json(args.metrics, out)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import importlib.util
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -125,21 +126,26 @@ def test_training_draws_names_the_file_when_the_target_gets_nothing_right():
         aa.training_draws(model, images, labels, 16, 0, CPU, "data/hybrid/train.npz")
 
 
-def write_workspace(ws: Path, defended: nn.Module) -> None:
+def write_workspace(ws: Path, defended: nn.Module, jobs: int = 1) -> None:
     for split, right, wrong in (("train", 2, 1), ("test", 2, 1)):
         images, labels = pick(defended, right, wrong, seed=5 if split == "train" else 6)
         adv = np.random.default_rng(7).integers(0, 256, (5, 32, 32, 3), dtype=np.uint8)  # is_adv: never used here
         save_npz(ws / f"data/hybrid/{split}.npz", images=np.concatenate([images, adv]),
                  labels=np.concatenate([labels, np.arange(5)]), is_adv=np.r_[np.zeros(len(images), int), np.ones(5, int)])
-    (ws / "params.yaml").write_text(yaml.safe_dump({"gan": GAN, "adaptive": ADAPTIVE}))
+    (ws / "params.yaml").write_text(yaml.safe_dump({"gan": GAN, "adaptive": {**ADAPTIVE, "jobs": jobs}}))
 
 
-def test_the_stage_reports_accuracy_under_attack_for_both_kinds_and_pairs_them(tmp_path, monkeypatch):
+def defended_and_control() -> tuple[nn.Module, nn.Module]:
     defended = tiny(0)
     control = copy.deepcopy(defended)
     with torch.no_grad():  # the control: a perturbed copy, right and wrong on other images
         for q in control.parameters():
             q.add_(0.05 * torch.randn_like(q))
+    return defended, control
+
+
+def test_the_stage_reports_accuracy_under_attack_for_both_kinds_and_pairs_them(tmp_path, monkeypatch):
+    defended, control = defended_and_control()
     write_workspace(tmp_path, defended)
     monkeypatch.chdir(tmp_path)
     loaded = []
@@ -169,3 +175,32 @@ def test_the_stage_reports_accuracy_under_attack_for_both_kinds_and_pairs_them(t
         assert pc["diff"] == pytest.approx(d["acc"] - c["acc"]) and pc["diff_low"] <= pc["diff"] <= pc["diff_high"]
         assert pc["only_a"] - pc["only_b"] == round(pc["diff"] * pc["n"]) and 0 <= pc["p_mcnemar"] <= 1
     assert Path("models/adaptive/defended_resnet50.pt").is_file() and Path("plots/adaptive/control_resnet50.csv").is_file()
+
+
+def test_two_jobs_write_what_one_job_writes(tmp_path, monkeypatch):
+    """adaptive.jobs 2 (advhybrid.workers): each kind's GAN in its own worker process, paired and
+    written here; the same files, keys and step counts as one after another."""
+    defended, control = defended_and_control()
+    monkeypatch.setattr(aa, "load_target", lambda path, name: (
+        defended if path.startswith("models/defended/") else control, f"sha-{path}"))
+    # The workers import the job function by its module's name, from src/ as DVC's run would.
+    monkeypatch.syspath_prepend(str(REPO / "src"))
+    monkeypatch.setitem(sys.modules, "adaptive_attack", aa)
+    runs = {}
+    for jobs in (1, 2):
+        ws = tmp_path / f"jobs{jobs}"
+        write_workspace(ws, defended, jobs)
+        monkeypatch.chdir(ws)
+        aa.main(["--device", "cpu", *stage_args("adaptive_attack")])
+        runs[jobs] = json.loads((ws / "metrics/adaptive.json").read_text())["resnet50"]
+        assert sorted(str(p.relative_to(ws)) for p in ws.rglob("*") if p.is_file() and "checkpoints" not in p.parts) == [
+            *(f"data/hybrid/{split}.npz" for split in ("test", "train")), "metrics/adaptive.json",
+            *(f"models/adaptive/{k}_resnet50.pt" for k in ("control", "defended")),
+            "params.yaml", *(f"plots/adaptive/{k}_resnet50.csv" for k in ("control", "defended"))]
+    one, two = runs[1], runs[2]
+    assert list(one) == list(two) == ["defended", "control", "paired_k1", "paired_k_search"]
+    for key in one:
+        assert list(one[key]) == list(two[key]), key
+    for kind in ("defended", "control"):
+        assert one[kind]["gan_steps"] == two[kind]["gan_steps"] == 2 * 3
+        assert one[kind]["acc_k1"]["n"] == two[kind]["acc_k1"]["n"] == ADAPTIVE["eval_images"]

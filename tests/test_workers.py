@@ -74,10 +74,10 @@ def test_check_params_refuses_jobs_with_several_torchrun_processes(tmp_path):
     assert doc["targets"]["jobs"] == doc["gan"]["jobs"] == 2
     with pytest.raises(ParamsError) as err:
         validate_params(doc)
-    for key in ("targets.jobs", "gan.jobs"):
+    for key in ("targets.jobs", "gan.jobs", "seeds.jobs"):
         assert f"'{key}'=2 with 'dist.nproc_per_node'=2" in str(err.value)
-    doc["targets"]["jobs"] = doc["gan"]["jobs"] = 1
-    validate_params(doc)  # adversarial.jobs never runs under torchrun: 2 is fine
+    doc["targets"]["jobs"] = doc["gan"]["jobs"] = doc["seeds"]["jobs"] = 1
+    validate_params(doc)  # adversarial and adaptive never run under torchrun: 2 is fine
 
 
 # --- the three stages at jobs 1 and 2 on a tiny workspace ------------------------------------

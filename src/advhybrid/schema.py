@@ -195,6 +195,7 @@ class AdaptiveParams(KGrid, section="adaptive"):
     train_images: int = Count
     eval_images: int = Count
     seed: Seed
+    jobs: int = Field(default=1, ge=1)  # as targets.jobs
 
 
 class HybridParams(_Section):
@@ -247,6 +248,7 @@ class FastAtParams(_Section):
 class SeedsParams(_Section):
     model: ModelName
     extra: list[int] = Field(default_factory=list)
+    jobs: int = Field(default=1, ge=1)  # as targets.jobs
 
     @model_validator(mode="after")
     def _seeds(self) -> "SeedsParams":
@@ -339,7 +341,8 @@ def cross_check(p: Params) -> list[str]:
                        ("adaptive.models", p.adaptive.models), ("fast_at.model", [p.fast_at.model]),
                        ("seeds.model", [p.seeds.model])):
         subset(key, names, "train.models", p.train.models)
-    for key, jobs in (("targets.jobs", p.targets.jobs), ("gan.jobs", p.gan.jobs)):  # advhybrid.workers
+    # advhybrid.workers; seed@ runs under torchrun too (adversarial and adaptive never do)
+    for key, jobs in (("targets.jobs", p.targets.jobs), ("gan.jobs", p.gan.jobs), ("seeds.jobs", p.seeds.jobs)):
         if jobs > 1 and p.dist.nproc_per_node > 1:
             problems.append(f"'{key}'={jobs} with 'dist.nproc_per_node'={p.dist.nproc_per_node}: under torchrun "
                             f"every process already trains each network; set one of them to 1")
