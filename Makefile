@@ -20,7 +20,7 @@ endif
 # OpenMP threads that spin while waiting starve any other job on the same cores.
 export OMP_WAIT_POLICY ?= PASSIVE
 
-.PHONY: venv test smoke reference paper bench compare show clean-venv
+.PHONY: venv test test-fast smoke reference paper bench compare show clean-venv
 
 $(BIN)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -37,11 +37,17 @@ venv: $(BIN)/.installed
 test: venv
 	$(BIN)/python -m pytest -q
 
+# The edit-test loop: every test but the ones that run the pipeline through dvc (marked slow).
+test-fast: venv
+	$(BIN)/python -m pytest -q -m "not slow"
+
 smoke: venv
 	PATH=$(abspath $(BIN)):$$PATH $(BIN)/dvc exp run -S scale=smoke $(SOURCE_OVERRIDE)
 
+# The stage table (reports/stage_times.md, with its timestamped log) is written by the run itself.
 reference: venv
-	PATH=$(abspath $(BIN)):$$PATH $(BIN)/dvc exp run -S scale=reference $(SOURCE_OVERRIDE)
+	PATH=$(abspath $(BIN)):$$PATH $(BIN)/python tools/timed_repro.py -o reports/stage_times.md -- \
+	  $(BIN)/dvc exp run -S scale=reference $(SOURCE_OVERRIDE)
 
 paper: venv
 	PATH=$(abspath $(BIN)):$$PATH $(BIN)/dvc exp run -S scale=paper $(SOURCE_OVERRIDE)

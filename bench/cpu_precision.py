@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import platform
 import time
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -22,7 +23,9 @@ REFERENCE = [("resnet56", 1.0), ("vgg19bn", 0.5), ("mobilenetv2", 0.5), ("shuffl
              ("repvgg_a2", 0.25), ("resnet50", 0.25)]
 
 
-def images_per_second(name: str, width: float, mode: str, batch_size: int, steps: int) -> float:
+def make_step(name: str, width: float, mode: str, batch_size: int) -> Callable[[], None]:
+    """One AdamW training step (forward, backward, optimizer) on a fixed random batch, in `mode`
+    (fp32 | channels_last | channels_last+bf16). bench/train_gflops.py times and profiles it too."""
     torch.manual_seed(0)
     model = build_model(name, 10, width).train()
     x, y = torch.rand(batch_size, 3, 32, 32), torch.randint(0, 10, (batch_size,))
@@ -37,6 +40,11 @@ def images_per_second(name: str, width: float, mode: str, batch_size: int, steps
         loss.backward()
         opt.step()
 
+    return step
+
+
+def images_per_second(name: str, width: float, mode: str, batch_size: int, steps: int) -> float:
+    step = make_step(name, width, mode, batch_size)
     for _ in range(3):  # oneDNN picks and caches kernels on the first calls
         step()
     t0 = time.perf_counter()
