@@ -1,4 +1,4 @@
-"""Data parallel scaling of the one trainer: images per second at world sizes 1 and 2 (issue 15).
+"""Data parallel scaling of the one trainer: images per second at world sizes 1 and 2.
 
 For each model, on synthetic 32x32 images at the paper's global batch (100):
   world 1   one process with every thread: a plain run;

@@ -119,8 +119,8 @@ def main() -> None:
     set_threads()
     ref = dict(REFERENCE)
     pairs = [(m, args.width or ref.get(m, 0.25)) for m in (args.models or ref)]
-    print(f"# {platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}, batch {args.batch_size}, "
-          f"load average {os.getloadavg()[0]:.1f} (shared cores: every figure is noisy)")
+    print(f"# {platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}, "
+          f"batch {args.batch_size}, load average {os.getloadavg()[0]:.1f} (shared cores: every figure is noisy)")
     first = {"bf16": gemm_peak(torch.bfloat16), "fp32": gemm_peak(torch.float32)}
     rows: list[tuple[str, float]] = []
     shares: list[str] = []
@@ -129,7 +129,8 @@ def main() -> None:
             flops, sec, share, prof_ms = measure(name, width, mode, args.batch_size, args.steps)
             gf = flops / sec / 1e9
             rows.append((f"| {name} | {width:g} | {mode} | {flops / 1e9:.1f} | {sec * 1e3:.0f} | {gf:.0f} | ", gf))
-            shares.append(f"| {name} | {mode} | {prof_ms:.0f} | " + " | ".join(f"{share[g]:.0%}" for g in GROUPS) + " |")
+            cells = " | ".join(f"{share[g]:.0%}" for g in GROUPS)
+            shares.append(f"| {name} | {mode} | {prof_ms:.0f} | {cells} |")
             print(f"# {name} {mode}: {flops / 1e9:.1f} GFLOP in {sec * 1e3:.0f} ms, {gf:.0f} GFLOP/s", flush=True)
     # Measured again at the end: the two differ by what other jobs took; the higher is the ceiling.
     last = {"bf16": gemm_peak(torch.bfloat16), "fp32": gemm_peak(torch.float32)}
