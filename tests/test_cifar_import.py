@@ -294,3 +294,15 @@ def test_shared_archive_has_full_cifar10(shared_cifar_archive, tmp_path):
         assert images.shape == (10 * n, 32, 32, 3) and images.dtype == np.uint8
         assert np.bincount(labels, minlength=10).tolist() == [n] * 10
         assert 20 < images.mean() < 235  # decoded pixels, not a blank buffer
+
+
+def test_a_relative_source_in_a_queued_experiment_is_read_from_the_queuing_repository(tmp_path):
+    repo = tmp_path / "clone"
+    copy = repo / ".dvc" / "tmp" / "exps" / "tmpab12cd"
+    copy.mkdir(parents=True)
+    rel = "../shared/data/cifar10-jpeg.tar.gz"
+    assert cifar.source_path(rel, cwd=copy) == repo / rel
+    assert cifar.source_path(rel, cwd=copy / "src") == repo / rel
+    # In the repository itself (and for absolute paths) nothing changes.
+    assert cifar.source_path(rel, cwd=repo) == Path(rel)
+    assert cifar.source_path(str(tmp_path / "x.tar.gz"), cwd=copy) == tmp_path / "x.tar.gz"

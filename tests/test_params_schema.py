@@ -197,3 +197,10 @@ def test_each_trained_model_depends_on_its_own_epochs_and_the_whole_shared_recip
         params = set(stages[name].get("do", stages[name])["params"])
         assert f"train.epochs.{model}" in params and recipe <= params, (name, sorted(recipe - params))
         assert not {"train", "train.epochs"} & params, f"{name} reruns whenever any model's epochs change"
+
+
+def test_a_missing_source_names_both_fixes(smoke_params):
+    with pytest.raises(ParamsError) as err:
+        validate_params(with_value(smoke_params, "data.source", "no/such/cifar.tar.gz"))
+    message = str(err.value)
+    assert "-S data.source=official" in message and "ADVHYBRID_CIFAR_SOURCE" in message

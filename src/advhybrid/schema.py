@@ -26,7 +26,7 @@ from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, Validatio
 
 from advhybrid.attacks.advgan import GAN_LOSSES, OBJECTIVES, OUTPUTS, SCHEDULES
 from advhybrid.attacks.whitebox import AutoAttackSettings
-from advhybrid.data.cifar import CLASSES, SOURCE_ENV
+from advhybrid.data.cifar import CLASSES, SOURCE_ENV, source_path
 from advhybrid.evaluation.goals import COUNT_GOALS, GOALS
 from advhybrid.models import MODEL_NAMES
 from advhybrid.params import ParamsError
@@ -77,9 +77,13 @@ class DataParams(_Section):
     def _source_exists(self) -> "DataParams":
         # $ADVHYBRID_CIFAR_SOURCE replaces data.source (download_cifar.resolve_source); relative
         # paths are relative to the repository root, where DVC runs every stage.
-        if self.source != "official" and not os.environ.get(SOURCE_ENV) and not Path(self.source).exists():
-            raise ValueError(f"'data.source'={self.source!r} does not exist; expected 'official' or the path "
-                             "of an image-folder archive or directory (relative to the repository root)")
+        if self.source != "official" and not os.environ.get(SOURCE_ENV) and not source_path(self.source).exists():
+            raise ValueError(
+                f"'data.source'={self.source!r} does not exist (relative paths are read from the repository "
+                "root); expected 'official' or the path of the official archive, an image-folder archive or "
+                f"a directory. To fix it: run with `-S data.source=official` (downloads the official "
+                f"archive, as `make smoke`/`make reference` do where no local copy is found), or point "
+                f"${SOURCE_ENV} (or `-S data.source=PATH`) at a local CIFAR-10 copy")
         return self
 
 

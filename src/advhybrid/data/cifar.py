@@ -44,9 +44,34 @@ class CifarSourceError(ValueError):
     """The CIFAR-10 source is missing, corrupt or not laid out as expected."""
 
 
+# Where DVC runs a queued or temporary experiment: a copy of the repository inside the one the
+# experiment was queued from (<repo>/.dvc/tmp/exps/<tmp>/). A relative source such as
+# ../shared/data/x.tar.gz means "beside the repository", so it is read against that repository.
+_EXPERIMENT_COPY = os.sep + os.path.join(".dvc", "tmp", "exps") + os.sep
+
+
+def source_path(source: str, cwd: str | os.PathLike | None = None) -> Path:
+    """A local source's path, relative ones taken from the repository the run belongs to.
+
+    In the repository itself that is the working directory (DVC runs every stage at its root);
+    in a queued experiment's temporary copy it is the repository the experiment was queued from,
+    so params.yaml can name a path beside the clone without naming the machine.
+    """
+    path = Path(source)
+    if path.is_absolute():
+        return path
+    here = str(Path(cwd) if cwd is not None else Path.cwd())
+    if _EXPERIMENT_COPY in here + os.sep:
+        origin = Path((here + os.sep).split(_EXPERIMENT_COPY)[0])
+        return origin / path
+    return path
+
+
 def resolve_source(configured: str) -> str:
-    """The source to use: $ADVHYBRID_CIFAR_SOURCE when set (offline machines), else `configured`."""
-    return os.environ.get(SOURCE_ENV) or configured
+    """The source to use: $ADVHYBRID_CIFAR_SOURCE when set (offline machines), else `configured`;
+    a local path comes back resolved by `source_path`."""
+    source = os.environ.get(SOURCE_ENV) or configured
+    return source if source == "official" else str(source_path(source))
 
 
 def import_cifar(source: str, download_dir: str | os.PathLike) -> Splits:
