@@ -22,15 +22,57 @@ export OMP_WAIT_POLICY ?= PASSIVE
 
 .PHONY: venv test test-fast smoke reference paper bench compare show clean-venv
 
-$(BIN)/.installed: pyproject.toml
+# The torch build is the platform's (CPU or CUDA, with its nvidia-*/cuda-*/triton packages), so it is
+# pinned here rather than in requirements.lock; both the venv and `make lock` install these first.
+TORCH_PINS := torch==2.14.1 torchvision==0.29.1
+
+$(BIN)/.installed: pyproject.toml requirements.lock
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	# The CPU/CUDA torch build this machine image ships; pip takes it from local disk.
-	$(BIN)/pip install -q torch==2.14.1 torchvision==0.29.1
-	$(BIN)/pip install -q -e '.[test]'
+	$(BIN)/pip install -q $(TORCH_PINS)
+	# Every other dependency at the exact version requirements.lock pins (`make lock` refreshes it) ...
+	$(BIN)/pip install -q -r requirements.lock
+	# ... then the project itself, --no-deps so that nothing outside the lock comes in.
+	$(BIN)/pip install -q --no-deps -e .
 	# --no-deps: see pyproject.toml (its requests pin would break DVC's urllib3)
 	$(BIN)/pip install -q --no-deps 'torchattacks==3.5.1'
 	touch $@
+
+# `make lock`: resolve requirements.lock again from pyproject.toml. A fresh venv outside the
+# checkout gets the torch pins, then the project with its test extra (pip picks the newest
+# versions pyproject.toml allows); that venv's `pip freeze`, less LOCK_SKIP, is the new lock.
+# Run it after changing pyproject.toml's dependencies (tests/test_lock.py fails until you do),
+# read `git diff requirements.lock`, and commit both. It downloads and installs everything (minutes).
+LOCK_VENV ?= $(or $(TMPDIR),/tmp)/advhybrid-lock-venv
+# Left out of the lock (matched against `pip freeze` lines, any case): the project itself, pip's
+# own tools, the torch pins with the nvidia-*/cuda-*/triton packages of the platform's torch build,
+# and torchattacks (installed with --no-deps above: its metadata pins requests~=2.25).
+LOCK_SKIP := ^(advhybrid|pip|setuptools|wheel|torch|torchvision|torchattacks|triton)==|^(nvidia|cuda)[-_.]
+
+.PHONY: lock
+lock:
+	rm -rf $(LOCK_VENV)
+	$(PYTHON) -m venv $(LOCK_VENV)
+	$(LOCK_VENV)/bin/pip install -q --upgrade pip
+	$(LOCK_VENV)/bin/pip install -q $(TORCH_PINS)
+	$(LOCK_VENV)/bin/pip install -q -e '.[test]'
+	$(LOCK_VENV)/bin/pip freeze --exclude-editable > $(LOCK_VENV)/freeze.txt
+	# Every line kept must be an exact name==version pin (no `name @ file://...` or VCS URL).
+	bad=$$(grep -viE '$(LOCK_SKIP)' $(LOCK_VENV)/freeze.txt | grep -vE '^[A-Za-z0-9][A-Za-z0-9._-]*==[^ @]+$$' || true); \
+	  if [ -n "$$bad" ]; then echo "make lock: not an exact pin: $$bad" >&2; exit 1; fi
+	{ \
+	  echo '# requirements.lock: the exact version of every package advhybrid and its test extra need,'; \
+	  echo '# transitively, resolved together with $(TORCH_PINS). `make venv` installs it.'; \
+	  echo '# Refresh it with `make lock` (after any change to the dependencies in pyproject.toml).'; \
+	  echo '# Not in it, on purpose: advhybrid itself; pip, setuptools, wheel; torch and torchvision (pinned'; \
+	  echo '# in the Makefile) with the nvidia-*, cuda-* and triton packages that come with the platform torch'; \
+	  echo '# build; torchattacks (installed with --no-deps: its metadata pins requests~=2.25, see pyproject.toml).'; \
+	  echo "# Resolved on Python $$($(LOCK_VENV)/bin/python -c 'import platform; print(platform.python_version(), "(%s %s)" % (platform.system(), platform.machine()))')."; \
+	  grep -viE '$(LOCK_SKIP)' $(LOCK_VENV)/freeze.txt | LC_ALL=C sort -f -t = -k 1,1; \
+	} > requirements.lock.new
+	mv requirements.lock.new requirements.lock
+	rm -rf $(LOCK_VENV)
 
 venv: $(BIN)/.installed
 

@@ -1,8 +1,10 @@
 """Shared fixtures: where the real CIFAR-10 archive is (if anywhere) and tiny synthetic data."""
 from __future__ import annotations
 
+import functools
 import os
 import shlex
+import socket
 import shutil
 import subprocess
 import sys
@@ -16,12 +18,34 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED_ARCHIVE = REPO.parent / "shared" / "data" / "cifar10-jpeg.tar.gz"
 
 
+# The official archive, downloaded once (md5-checked) into a folder every test run shares.
+OFFICIAL_CACHE = Path(os.environ.get("ADVHYBRID_TEST_CACHE", Path.home() / ".cache" / "advhybrid"))
+
+
+@functools.cache
+def _official_archive() -> tuple[Path | None, str]:
+    """The official archive in OFFICIAL_CACHE (downloading it if need be), or None and why not."""
+    from advhybrid.data.cifar import CifarSourceError, download_official
+
+    timeout = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(30)  # an offline machine should say so in seconds, not minutes
+    try:
+        return download_official(OFFICIAL_CACHE), ""
+    except CifarSourceError as e:
+        return None, str(e)
+    finally:
+        socket.setdefaulttimeout(timeout)
+
+
 def cifar_source() -> Path | None:
-    """The CIFAR-10 source tests may use: $ADVHYBRID_CIFAR_SOURCE, else ../shared's archive."""
+    """The CIFAR-10 source tests may use: $ADVHYBRID_CIFAR_SOURCE, else ../shared's archive,
+    else the official archive (downloaded once into OFFICIAL_CACHE)."""
     env = os.environ.get("ADVHYBRID_CIFAR_SOURCE")
     if env and env != "official" and Path(env).exists():
         return Path(env)
-    return SHARED_ARCHIVE if SHARED_ARCHIVE.is_file() else None
+    if SHARED_ARCHIVE.is_file():
+        return SHARED_ARCHIVE
+    return _official_archive()[0]
 
 
 @pytest.fixture(scope="session")
@@ -29,7 +53,8 @@ def shared_cifar_archive() -> Path:
     src = cifar_source()
     if src is None:
         pytest.skip(
-            f"no CIFAR-10 source: {SHARED_ARCHIVE} is absent and $ADVHYBRID_CIFAR_SOURCE is unset"
+            f"no CIFAR-10 source: $ADVHYBRID_CIFAR_SOURCE is unset, {SHARED_ARCHIVE} is absent, and the "
+            f"official archive could not be had ({_official_archive()[1]})"
         )
     return src
 

@@ -1,209 +1,151 @@
 #!/usr/bin/env bash
-# The paper-scale pipeline on the lent GPU machine, over several device calls of under 10 minutes.
-# docs/gpu.md says how to call it; tools/gpu_prepare.sh (run here first) makes .whl/ and .gpu/.
+# Run the paper-scale pipeline inside a job that is killed at a known time (a SLURM allocation,
+# a spot/preemptible instance, any scheduler with a wall-time limit), and stop it cleanly a
+# margin before that time, so the next job picks up where this one stopped. docs/gpu.md says more.
 #
-#   bash tools/gpu_run.sh [--first] [hydra override ...]    # on the device, from the repo root
+#   tools/gpu_run.sh [DVC_EXP_RUN_ARG ...]     # dvc exp run -S scale=paper [ARG ...]
+#   tools/gpu_run.sh -- COMMAND [ARG ...]      # any other command, under the same deadline
 #
-# The device tool kills what a command leaves running, except a process in its own session
-# (setsid), which lives on until the machine goes back, 30 s after a call returns. So the
-# pipeline is not sliced: the first call starts `dvc repro` under setsid in .gpu/work and every
-# call (the first too) waits on it, printing the log's new lines, until DEADLINE_S seconds after
-# the call's own start (its setup included), then packs what can come back and returns:
-#   0  the pipeline is complete (results in $OUT/results.tar.gz)
-#   3  still running: call again at once (within 30 s, or the machine and the run are gone)
-#   *  it failed (the log tail says where); a later call without --first starts it again,
-#      and DVC skips the finished stages, train_* resume after their last epoch (checkpoints/)
-# --first: before starting the paper run, run scale=smoke end to end on this machine in
-# .gpu/smoke (every CUDA code path; DVC, Hydra and Great Expectations on the image's packages,
-# whose versions it prints); the paper run starts only if that passed.
+# The deadline, from the environment (set exactly one):
+#   ADVHYBRID_DEADLINE=T       T: the moment the job will be killed, in seconds since the epoch
+#                              (e.g. $(date -d '2030-01-01 18:00' +%s))
+#   ADVHYBRID_WALLTIME_S=N     N: the job is killed N seconds after this script starts
+# Other settings:
+#   ADVHYBRID_STOP_MARGIN_S    seconds before the deadline at which the pipeline is stopped
+#                              (default 300)
+#   ADVHYBRID_STOP_GRACE_S     seconds the pipeline gets to exit after SIGINT before SIGTERM, then
+#                              10 s more before SIGKILL (default 120; must be below the margin)
+#   ADVHYBRID_CIFAR_SOURCE     the CIFAR-10 source, passed as -S data.source=... (as `make paper`)
+#   VENV                       virtual environment whose bin/ goes first on PATH, so dvc.yaml's
+#                              `python` is the project's (default .venv, used when it exists)
 #
-# Overrides: scale=paper and data.source=cifar10-jpeg.tar.gz (the carried .gpu/ archive) unless
-# the arguments set their own, then the arguments; kept in .gpu/work/overrides.txt and reused by
-# later calls without arguments. Arguments given while the run is alive are refused.
+# The command runs in its own process group; at the stop time (or when this script receives
+# SIGTERM or SIGINT, e.g. from `scancel`, a preemption notice or `--signal=B:TERM@...`) the whole
+# group gets SIGINT, as Ctrl-C in a terminal would: DVC records no unfinished stage, finished
+# stages stay in dvc.lock, and training checkpoints (written atomically) stay in checkpoints/.
 #
-# Environment: REPRO_TARGETS (default: every stage) the stages `dvc repro` is given, kept in
-# .gpu/work/targets.txt for later starts; DEADLINE_S (default 540) seconds from this call's start to its return, PACK_S
-# (default 25) kept for packing; PYTHON (default python3, the device's Python with PyTorch);
-# OUT (set by the device tool; else .gpu/out); GPU_ROOT (default .gpu) the work area.
-T0=$(date +%s)     # first: the 10-minute limit counts from the command's start, not after setup
-set -uo pipefail
+# Exit status: the command's own (0: the pipeline finished); 75 stopped before the deadline,
+# resubmit the same job to continue; 2 nothing started (bad arguments or settings, or no time
+# left before the stop time).
+set -euo pipefail
+
+usage() {
+  cat >&2 <<'EOF'
+usage: ADVHYBRID_DEADLINE=<epoch seconds> tools/gpu_run.sh [DVC_EXP_RUN_ARG ...]
+       ADVHYBRID_WALLTIME_S=<seconds>    tools/gpu_run.sh [-- COMMAND [ARG ...]]
+  without a command: dvc exp run -S scale=paper [DVC_EXP_RUN_ARG ...]
+  optional: ADVHYBRID_STOP_MARGIN_S (default 300), ADVHYBRID_STOP_GRACE_S (default 120)
+  exit: the command's status; 75 stopped before the deadline (resubmit); 2 nothing started
+EOF
+}
+fail() { echo "gpu_run: $*" >&2; usage; exit 2; }
+now() { date +%s; }
+T0=$(now)
+when() { date -d "@$1" '+%F %T %Z' 2>/dev/null || echo "$1"; }
+log() { printf '[gpu_run %s] %s\n' "$(date '+%F %T')" "$*"; }
+whole() { [[ $2 =~ ^[0-9]+$ ]] || fail "$1=$2: expected a whole number of seconds"; }
+
+case "${1:-}" in -h | --help) usage; exit 0 ;; esac
+
 cd "$(dirname "$0")/.."
-ROOT=$PWD
-GPU_ROOT=${GPU_ROOT:-$ROOT/.gpu}
-WORK=$GPU_ROOT/work
-OUT=${OUT:-$GPU_ROOT/out}
-DEADLINE_S=${DEADLINE_S:-540}
-PACK_S=${PACK_S:-25}
-PYTHON=${PYTHON:-python3}
-SITE=/tmp/site
-FIRST=0
-[ "${1:-}" = "--first" ] && { FIRST=1; shift; }
-mkdir -p "$OUT" "$WORK"
-exec > >(tee -a "$OUT/gpu_run.log") 2>&1
-say() { printf '\n== [%4ss] %s\n' $(( $(date +%s) - T0 )) "$*"; }
-die() { echo "gpu_run: $*" >&2; exit 1; }
-left() { echo $(( T0 + DEADLINE_S - PACK_S - $(date +%s) )); }
-alive() { [ -f "$1/repro.pid" ] && kill -0 "$(cat "$1/repro.pid")" 2>/dev/null; }
 
-setup_python() {
-  [ -n "${PYTHON_READY:-}" ] && return 0
-  PYTHON_READY=1
-  say "machine"
-  nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>/dev/null || echo "no nvidia-smi"
-  nproc; "$PYTHON" -c 'import sys, torch; print(sys.version.split()[0], "torch", torch.__version__, "cuda", torch.cuda.is_available())' ||
-    die "$PYTHON cannot import torch"
-  say "python packages"
-  if [ -f "$SITE/.installed" ]; then
-    export PYTHONPATH=$SITE
-  elif ! "$PYTHON" -c 'import dvc, great_expectations, hydra' 2>/dev/null; then
-    echo "installing .whl/ into $SITE (a fresh machine: nothing of an earlier call is here)"
-    ls .whl/*.whl >/dev/null 2>&1 || die "no .whl/*.whl here: run tools/gpu_prepare.sh on the dev machine and carry .whl"
-    "$PYTHON" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$SITE" .whl/*.whl ||
-      die "installing .whl/ into $SITE failed"
-    touch "$SITE/.installed"
-    export PYTHONPATH=$SITE
-    "$PYTHON" -m pip check || echo "(pip check: a requirement above differs from the image's version; continuing)"
-  fi
-  "$PYTHON" -c 'import dvc.__main__, great_expectations, hydra, sklearn, matplotlib, pandas, tqdm, yaml' ||
-    die "a package the stages need does not import (see above)"
-  "$PYTHON" - <<'EOF'
-import importlib
-for m in ("torch", "numpy", "pandas", "scipy", "sklearn", "dvc", "great_expectations", "hydra", "torchattacks"):
-    try:
-        print(f"  {m} {importlib.import_module(m).__version__}")
-    except Exception as e:  # noqa: BLE001
-        print(f"  {m}: {e}")
-EOF
-  # dvc.yaml's commands say `python`: make it the Python that has torch. A wrapper, not a
-  # symlink: that python3 is a venv's, and a symlink elsewhere would lose the venv's packages.
-  mkdir -p /tmp/advhybrid-bin && rm -f /tmp/advhybrid-bin/python
-  printf '#!/bin/sh\nexec %s "$@"\n' "$(command -v "$PYTHON")" >/tmp/advhybrid-bin/python
-  chmod +x /tmp/advhybrid-bin/python
-  export PATH=/tmp/advhybrid-bin:$PATH PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1 DVC_NO_ANALYTICS=1 TQDM_MININTERVAL=30
-  # a checkpoint every 5 epochs: a full-width ResNet-50's is 280 MB and an epoch a few seconds
-  export ADVHYBRID_CHECKPOINT_EVERY=${ADVHYBRID_CHECKPOINT_EVERY:-5}
-}
-
-# prepare DIR override...: fresh code in DIR (outputs, cache, checkpoints stay), params.yaml composed
-prepare() {
-  local dir=$1; shift
-  say "work folder $dir"
-  mkdir -p "$dir"
-  if [ -f "$dir/dvc.lock" ]; then
-    echo "resuming: $(grep -cE '^  [a-z_@0-9]+:$' "$dir/dvc.lock") stage(s) in dvc.lock, $(ls "$dir"/checkpoints/*/*.pt 2>/dev/null | wc -l) checkpoint(s)"
-  fi
-  # DVC reruns a stage whose code changed; no pycache is written, so code hashes stay put.
-  for p in dvc.yaml conf src .dvcignore; do
-    rm -rf "${dir:?}/$p" && cp -a "$ROOT/$p" "$dir/$p"
-  done
-  find "$dir/src" -name __pycache__ -prune -exec rm -rf {} + 2>/dev/null
-  # .dvc/config without its remotes (none is reachable there) and without git (.git does not travel)
-  mkdir -p "$dir/.dvc"
-  awk '/^\[/{skip = ($0 ~ /^\[.remote /)} !skip && !/^[[:space:]]*remote[[:space:]]*=/' "$ROOT/.dvc/config" >"$dir/.dvc/config"
-  printf '[core]\n    no_scm = true\n' >"$dir/.dvc/config.local"
-  if [ -f "$GPU_ROOT/cifar10-jpeg.tar.gz" ]; then
-    ln -sfn "$GPU_ROOT/cifar10-jpeg.tar.gz" "$dir/cifar10-jpeg.tar.gz"
-  elif [ ! -d "$dir/data/raw/cifar10" ] && ! printf '%s\n' "$@" | grep -q '^data\.source='; then
-    die "no $GPU_ROOT/cifar10-jpeg.tar.gz: carry it (tools/gpu_prepare.sh puts it there)"
-  fi
-  if [ $# -gt 0 ] || [ ! -f "$dir/overrides.txt" ]; then
-    local defaults=()
-    printf '%s\n' "$@" | grep -q '^scale=' || defaults+=("scale=paper")
-    printf '%s\n' "$@" | grep -q '^data\.source=' || defaults+=("data.source=cifar10-jpeg.tar.gz")
-    printf '%s\n' "${defaults[@]}" "$@" | grep -v '^$' >"$dir/overrides.txt"
-  fi
-  sed 's/^/  override: /' "$dir/overrides.txt"
-  (cd "$dir" && "$PYTHON" - <<'EOF') || die "composing $dir/params.yaml failed"
-import os
-from pathlib import Path
-from dvc.utils.hydra import compose_and_dump
-overrides = Path("overrides.txt").read_text().splitlines()
-compose_and_dump("params.yaml", os.path.abspath("conf"), None, "config", os.getcwd(), overrides)
-EOF
-}
-
-# start DIR: `dvc repro [targets]` in its own session; its exit status lands in DIR/repro.rc
-start() {
-  local dir=$1
-  rm -f "$dir/repro.rc" "$dir/repro.seen"
-  : >"$dir/repro.log"
-  [ -n "${REPRO_TARGETS+x}" ] && echo "$REPRO_TARGETS" >"$dir/targets.txt"
-  local targets; targets=$(cat "$dir/targets.txt" 2>/dev/null || true)
-  echo "dvc repro ${targets:-(every stage)}"
-  # (cd first on its own: `cd && setsid ... &` would put the cd in the background job too)
-  (cd "$dir" || exit 1
-   setsid bash -c "'$PYTHON' -m dvc repro $targets >>repro.log 2>&1; echo \$? >repro.rc" </dev/null >/dev/null 2>&1 &
-   echo $! >repro.pid)
-  sleep 1
-  say "dvc repro started in $dir (pid $(cat "$dir/repro.pid"))"
-}
-
-# follow DIR SECONDS: print the log's new lines until the run ends or SECONDS pass
-follow() {
-  local dir=$1 until=$(( $(date +%s) + $2 )) seen
-  seen=$(cat "$dir/repro.seen" 2>/dev/null || echo 0)
-  while :; do
-    local size
-    size=$(stat -c %s "$dir/repro.log" 2>/dev/null || echo 0)
-    [ "$size" -gt "$seen" ] && tail -c +$((seen + 1)) "$dir/repro.log" | head -c $((size - seen)) | tr '\r' '\n' | grep -v '^\s*$' | tail -n 40
-    seen=$size; echo "$seen" >"$dir/repro.seen"
-    alive "$dir" || break
-    [ "$(date +%s)" -ge "$until" ] && break
-    sleep 5
-  done
-}
-
-pack() {
-  local dir=$1
-  say "results -> $OUT/results.tar.gz"
-  local keep=() p
-  for p in dvc.lock params.yaml overrides.txt metrics plots reports/results.md reports/robustness.json; do
-    [ -e "$dir/$p" ] && keep+=("$p")
-  done
-  if [ ${#keep[@]} -gt 0 ]; then
-    tar czf "$OUT/results.tar.gz" -C "$dir" "${keep[@]}"
-    [ "$(stat -c %s "$OUT/results.tar.gz")" -lt $((16 * 1024 * 1024)) ] ||
-      { tar czf "$OUT/results.tar.gz" -C "$dir" dvc.lock params.yaml metrics reports 2>/dev/null; echo "(over 16 MiB: plots left out)"; }
-    tar tzf "$OUT/results.tar.gz" | sed 's/^/  /' | head -40
-  fi
-  tail -c 200000 "$dir/repro.log" >"$OUT/repro_tail.log" 2>/dev/null || true
-}
-
-# finish DIR: exit status of this call from the run's state
-finish() {
-  local dir=$1
-  pack "$dir"
-  if alive "$dir"; then say "still running: call again at once (within 30 s)"; exit 3; fi
-  local rc; rc=$(cat "$dir/repro.rc" 2>/dev/null || echo 1)
-  if [ "$rc" = 0 ]; then say "pipeline complete"; exit 0; fi
-  say "dvc repro failed (exit $rc): see the log above and $OUT/repro_tail.log"; exit "$rc"
-}
-
-SMOKE=$GPU_ROOT/smoke
-smoke_passed() { [ "$(cat "$SMOKE/repro.rc" 2>/dev/null)" = 0 ]; }
-if alive "$WORK"; then
-  [ $# -eq 0 ] && [ $FIRST -eq 0 ] || die "a run is in progress in $WORK: call without arguments to wait on it"
-  say "waiting on the run in progress (pid $(cat "$WORK/repro.pid"))"
+# --- the deadline and the stop time ------------------------------------------------------------
+deadline=${ADVHYBRID_DEADLINE:-}
+walltime=${ADVHYBRID_WALLTIME_S:-}
+if [ -n "$deadline" ] && [ -n "$walltime" ]; then
+  fail "set ADVHYBRID_DEADLINE or ADVHYBRID_WALLTIME_S, not both"
+elif [ -n "$deadline" ]; then
+  whole ADVHYBRID_DEADLINE "$deadline"
+elif [ -n "$walltime" ]; then
+  whole ADVHYBRID_WALLTIME_S "$walltime"
+  deadline=$((T0 + walltime))
 else
-  if [ $FIRST -eq 1 ] && ! smoke_passed; then
-    if alive "$SMOKE"; then
-      say "waiting on the smoke run in progress"
-    else
-      setup_python
-      # only the source and the process count carry over to the smoke run: the paper's epochs would make it long
-      prepare "$SMOKE" scale=smoke $(printf '%s\n' "$@" | grep -E '^(data\.source|dist\.nproc_per_node)=')
-      REPRO_TARGETS= start "$SMOKE"   # every stage: the smoke run is there to try every code path
-    fi
-    follow "$SMOKE" "$(left)"
-    if ! smoke_passed; then
-      alive "$SMOKE" && say "smoke still running: call again with --first at once"
-      finish "$SMOKE"
-    fi
-    say "smoke passed on this machine"
-  fi
-  setup_python
-  prepare "$WORK" "$@"
-  start "$WORK"
+  fail "no deadline: set ADVHYBRID_DEADLINE (seconds since the epoch) or ADVHYBRID_WALLTIME_S (seconds from now)"
 fi
-follow "$WORK" "$(left)"
-finish "$WORK"
+margin=${ADVHYBRID_STOP_MARGIN_S:-300}
+grace=${ADVHYBRID_STOP_GRACE_S:-120}
+whole ADVHYBRID_STOP_MARGIN_S "$margin"
+whole ADVHYBRID_STOP_GRACE_S "$grace"
+[ "$grace" -lt "$margin" ] || fail "ADVHYBRID_STOP_GRACE_S=$grace must be below ADVHYBRID_STOP_MARGIN_S=$margin"
+stop_at=$((deadline - margin))
+if [ "$stop_at" -le "$(now)" ]; then
+  echo "gpu_run: the stop time ($(when "$stop_at"): deadline $(when "$deadline") less a margin of ${margin}s) has passed; nothing started" >&2
+  exit 2
+fi
+
+# --- the command -------------------------------------------------------------------------------
+VENV=${VENV:-.venv}
+[ -x "$VENV/bin/python" ] && export PATH="$PWD/$VENV/bin:$PATH"
+export PYTHONUNBUFFERED=${PYTHONUNBUFFERED:-1}   # stage logs reach the job's log as they are written
+if [ "${1:-}" = "--" ]; then
+  shift
+  [ $# -gt 0 ] || fail "nothing after --: expected a command"
+  cmd=("$@")
+else
+  for a in "$@"; do
+    [[ $a == -* || $a == *=* ]] || fail "'$a': expected dvc exp run arguments (e.g. -S key=value), or -- COMMAND"
+  done
+  command -v dvc >/dev/null || fail "no dvc on PATH (and no $VENV/bin/dvc): install the project first (docs/gpu.md)"
+  cmd=(dvc exp run -S scale=paper)
+  [ -n "${ADVHYBRID_CIFAR_SOURCE:-}" ] && cmd+=(-S "data.source=$ADVHYBRID_CIFAR_SOURCE")
+  cmd+=("$@")
+  if [ -z "${ADVHYBRID_DEVICE:-}" ]; then   # the paper scale wants a GPU: say which, or stop here
+    command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,memory.total --format=csv,noheader || true
+    python -c 'import sys, torch
+ok = torch.cuda.is_available()
+print("torch", torch.__version__, "CUDA", torch.version.cuda, "GPUs", torch.cuda.device_count() if ok else 0)
+sys.exit(0 if ok else 1)' || fail "this Python's torch sees no GPU (a CPU build of torch, or no GPU in the job); set ADVHYBRID_DEVICE to run anyway"
+  fi
+fi
+
+log "deadline $(when "$deadline"); the pipeline is stopped at $(when "$stop_at") (${margin}s before)"
+log "running: ${cmd[*]}"
+
+# --- run, watch, stop --------------------------------------------------------------------------
+signalled=
+trap 'signalled=TERM' TERM
+trap 'signalled=INT' INT
+set -m                           # the command gets a process group of its own (its id is $pid) ...
+"${cmd[@]}" </dev/null &
+pid=$!
+set +m                           # ... and what this script starts later does not
+alive() { kill -0 "$pid" 2>/dev/null; }
+group_alive() { kill -0 -- "-$pid" 2>/dev/null; }
+wait_for() {  # wait_for SECONDS: until the group is gone or SECONDS have passed
+  local until=$(($(now) + $1))
+  while group_alive && [ "$(now)" -lt "$until" ]; do sleep 1; done
+}
+
+stopped=
+while alive; do
+  if [ -n "$signalled" ]; then stopped="SIG$signalled received"; break; fi
+  if [ "$(now)" -ge "$stop_at" ]; then stopped="stop time reached"; break; fi
+  sleep 1 & wait $! || true      # a trapped signal ends the wait at once
+done
+if [ -n "$stopped" ]; then
+  log "$stopped: SIGINT to the pipeline (process group $pid); it has ${grace}s to exit"
+  kill -INT -- "-$pid" 2>/dev/null || true
+  wait_for "$grace"
+  if group_alive; then
+    log "still running after ${grace}s: SIGTERM"
+    kill -TERM -- "-$pid" 2>/dev/null || true
+    wait_for 10
+  fi
+  if group_alive; then
+    log "still running: SIGKILL"
+    kill -KILL -- "-$pid" 2>/dev/null || true
+  fi
+fi
+rc=0
+wait "$pid" || rc=$?
+
+if [ "$rc" -eq 0 ]; then
+  log "finished (exit 0) after $(($(now) - T0))s"
+  exit 0
+elif [ -n "$stopped" ]; then
+  log "stopped before the deadline (the command exited $rc): resubmit the same job to continue;"
+  log "finished stages are kept (dvc.lock), training resumes from checkpoints/"
+  exit 75
+fi
+log "the command failed (exit $rc) after $(($(now) - T0))s"
+exit "$rc"
