@@ -76,12 +76,17 @@ lock:
 
 venv: $(BIN)/.installed
 
+# Two pytest workers: much of the suite waits on process start-up and dvc, so the second core
+# does the unit tests and the paper dry run while the first builds the smoke pipeline; every test
+# that reads that pipeline (xdist_group "smoke_repo") runs on the worker that built it.
+TEST_WORKERS ?= -n 2 --dist loadgroup
+
 test: venv
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q $(TEST_WORKERS)
 
 # The edit-test loop: every test but the ones that run the pipeline through dvc (marked slow).
 test-fast: venv
-	$(BIN)/python -m pytest -q -m "not slow"
+	$(BIN)/python -m pytest -q -m "not slow" $(TEST_WORKERS)
 
 smoke: venv
 	PATH=$(abspath $(BIN)):$$PATH $(BIN)/dvc exp run -S scale=smoke $(SOURCE_OVERRIDE)

@@ -40,7 +40,7 @@ from conftest import REPO, STAGES, assert_lock_lists_every_stage, copy_checkout,
 # Hydra overrides that shrink image counts and epochs, and nothing else. Every training stage
 # still does one full step at the paper's batch size (100 for targets and defended models);
 # the evaluation and attack sets are as small as a class-stratified draw allows, since at full
-# width every forward pass costs (measured on 2 cores: docs/gpu.md).
+# width every forward pass costs.
 SHRINK: dict[str, object] = {
     "targets.train_images": 100, "targets.test_images": 20, "targets.epochs": 1,
     # a barely trained target gets ~10% right: ~10 images for the GAN's step, ~2 to evaluate
