@@ -27,6 +27,8 @@ def _official_archive() -> tuple[Path | None, str]:
     """The official archive in OFFICIAL_CACHE (downloading it if need be), or None and why not."""
     from advhybrid.data.cifar import CifarSourceError, download_official
 
+    if os.environ.get("ADVHYBRID_TEST_DOWNLOAD") == "0":
+        return None, "downloading it is turned off by ADVHYBRID_TEST_DOWNLOAD=0"
     timeout = socket.getdefaulttimeout()
     socket.setdefaulttimeout(30)  # an offline machine should say so in seconds, not minutes
     try:

@@ -138,3 +138,17 @@ def test_the_first_screen_has_the_citation_the_headline_and_the_caveat():
     assert "| model (accuracy, %) |" in first and "**Verdict**" in first
     assert "Caveat" in first and "paper scale has not been run on a GPU" in first
     assert len(text.splitlines()) < 150
+
+
+# How the repository was made belongs in commit messages, not in what its users read.
+WORKPLACE = re.compile(r"\bissues? #?\d+|\bsessions?\b|\bborrowed\b|\blent\b|\blending\b|\bsandbox\b|/work/|"
+                       r"\bdevice tool\b|\bagents?\b|\bsubagents?\b", re.I)
+
+
+def test_the_product_never_mentions_how_it_was_made():
+    files = [REPO / "README.md", *(REPO / "docs").rglob("*.md"), *(REPO / "conf").rglob("*.yaml"),
+             *(p for p in (REPO / "tools").iterdir() if p.suffix in (".py", ".sh")),
+             *(REPO / "bench").glob("*.py"), *(REPO / "src").rglob("*.py")]
+    found = [f"{p.relative_to(REPO)}:{i}: {line.strip()}" for p in files
+             for i, line in enumerate(p.read_text().splitlines(), 1) if WORKPLACE.search(line)]
+    assert not found, "\n".join(found)
