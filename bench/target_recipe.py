@@ -1,7 +1,7 @@
 """Clean CIFAR-10 test accuracy against CPU minutes for each target network, per training recipe.
 
 The targets must reach 80% clean accuracy (report.goals.target_clean_acc) and the reference run
-got 58-71% (metrics/targets.json): is the recipe or the budget to blame? Each recipe trains the
+get well below that at the reference scale (metrics/targets.json): is the recipe or the budget to blame? Each recipe trains the
 same networks (conf/scale/reference.yaml's widths) on the same class-stratified images:
 
   current       the targets section composed from conf/config.yaml + conf/scale/reference.yaml
@@ -17,14 +17,14 @@ same networks (conf/scale/reference.yaml's widths) on the same class-stratified 
 
 Every recipe is tested with and without flip test-time augmentation (the sum of the logits of x
 and of its mirror). Minutes are training only: wall-clock, and the process's CPU time (all
-threads). The last column scales the wall minutes to the reference budget (30,000 images x 5
-epochs) linearly in image passes.
+threads). The last column scales the wall minutes to the reference budget (targets.train_images
+x targets.epochs of conf/scale/reference.yaml) linearly in image passes.
 
 Shared cores: a 2-thread process slows far more than 2x when other jobs run (every op waits for
 its slower thread); `ADVHYBRID_THREADS=1` gives steadier, if slower, comparisons then.
 
     python bench/target_recipe.py         # resnet56 + shufflenetv2, 10,000 images x 5 epochs: ~10 min on 2 quiet cores
-    python bench/target_recipe.py --models resnet56 --images 30000 --epochs 5   # the reference budget
+    python bench/target_recipe.py --models resnet56 --images 25000 --epochs 4   # the reference budget
     python bench/target_recipe.py --images 500 --epochs 1 --models resnet56 --test-images 1000
 """
 from __future__ import annotations
