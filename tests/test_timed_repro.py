@@ -90,3 +90,27 @@ def test_missing_command_exits_127(tmp_path: Path) -> None:
 ])
 def test_parse_stage(line: str, expected: tuple[str, str] | None) -> None:
     assert timed_repro.parse_stage(line) == expected
+
+
+def test_combined_attempts_count_every_minute_from_the_first_start_to_the_last_end(tmp_path: Path) -> None:
+    first, second = tmp_path / "first.log", tmp_path / "second.log"
+    first.write_text("2026-01-01T10:00:00.000+00:00 Reproducing experiment 'x'\n"
+                     "2026-01-01T10:00:00.000+00:00 Running stage 'train_targets':\n"
+                     "2026-01-01T10:30:00.000+00:00 Running stage 'build_hybrid_splits':\n"
+                     "2026-01-01T10:32:00.000+00:00 ERROR: failed to reproduce 'build_hybrid_splits': failed to run\n")
+    second.write_text("2026-01-01T10:35:00.000+00:00 Stage 'train_targets' didn't change, skipping\n"
+                      "2026-01-01T10:35:00.000+00:00 Running stage 'build_hybrid_splits':\n"
+                      "2026-01-01T10:40:00.000+00:00 done\n")
+    table = timed_repro.combine([first, second])
+    assert "**Wall time, first start to last end: 40.0 minutes** (3.0 of them between attempts)" in table
+    assert "stage minutes (every stage that ran, failed attempts included): 37.0" in table
+    assert "| build_hybrid_splits | 1 | 2026-01-01 10:30:00 | 2.00 | failed |" in table
+    assert "| train_targets | 2 | 2026-01-01 10:35:00 | 0.00 | skipped |" in table
+    assert "| build_hybrid_splits | 2 | 2026-01-01 10:35:00 | 5.00 | ran |" in table
+
+
+def test_combine_refuses_a_file_that_is_not_its_log(tmp_path: Path) -> None:
+    bad = tmp_path / "notes.txt"
+    bad.write_text("hello\n")
+    with pytest.raises(SystemExit, match="notes.txt: no timestamped lines"):
+        timed_repro.combine([bad])

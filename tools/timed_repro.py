@@ -2,6 +2,7 @@
 
     python tools/timed_repro.py -o reports/timing.md                      # runs `dvc repro`
     python tools/timed_repro.py -o reports/timing.md -- dvc exp run -S scale=smoke
+    python tools/timed_repro.py -o reports/all.md --combine first.log second.log   # attempts of one run
 
 Every line the command prints (stdout and stderr merged, passed through unchanged) is written
 with its UTC arrival time to a raw log beside the table (`timing.log` for `-o timing.md`;
@@ -144,14 +145,68 @@ def run(cmd: list[str], out: Path, log_path: Path) -> int:
     return rc
 
 
+FAILED = re.compile(r"^ERROR: failed to reproduce '(?P<name>[^']+)'")
+
+
+def read_log(path: Path) -> tuple[list[tuple[datetime, str]], list[tuple[str, str, datetime]]]:
+    """A raw log's (time, line) pairs, and its stage events (name, status, time); a stage DVC
+    reports as failed gets the status 'failed'."""
+    lines, events = [], []
+    for raw in path.read_text(encoding="utf-8").splitlines():
+        stamp, _, line = raw.partition(" ")
+        try:
+            when = datetime.fromisoformat(stamp)
+        except ValueError:
+            continue  # not a line this tool wrote
+        lines.append((when, line))
+        found = parse_stage(line)
+        if found:
+            events.append((found[0], found[1], when))
+        elif FAILED.match(ANSI.sub("", line).strip()) and events:
+            events[-1] = (events[-1][0], "failed", events[-1][2])
+    if not lines:
+        raise SystemExit(f"{path}: no timestamped lines (expected the raw log this tool writes)")
+    return lines, events
+
+
+def combine(logs: list[Path]) -> str:
+    """One table for a run made of several attempts (a crash, a fix, the same command again, DVC
+    skipping what finished): each stage's minutes in each attempt, the stage minutes in all and
+    the wall time from the first attempt's start to the last one's end, gaps included."""
+    fmt = "%Y-%m-%d %H:%M:%S"
+    rows = ["| stage | attempt | start (UTC) | minutes | status |", "|---|---|---|---|---|"]
+    ran = 0.0
+    spans = []
+    for i, path in enumerate(logs, 1):
+        lines, events = read_log(path)
+        spans.append((lines[0][0], lines[-1][0]))
+        ends = [e[2] for e in events[1:]] + [lines[-1][0]]
+        for (name, status, start), end in zip(events, ends):
+            minutes = (end - start).total_seconds() / 60
+            if status != "skipped":
+                ran += minutes
+            rows.append(f"| {name} | {i} | {start.strftime(fmt)} | {minutes:.2f} | {status} |")
+    wall = (spans[-1][1] - spans[0][0]).total_seconds() / 60
+    between = sum((b[0] - a[1]).total_seconds() for a, b in zip(spans, spans[1:])) / 60
+    head = [f"Attempts: {', '.join(f'{i}. `{p.name}` ({a.strftime(fmt)} to {b.strftime(fmt)} UTC)' for i, (p, (a, b)) in enumerate(zip(logs, spans), 1))}.", "",
+            f"**Wall time, first start to last end: {wall:.1f} minutes** ({between:.1f} of them between attempts); "
+            f"stage minutes (every stage that ran, failed attempts included): {ran:.1f}.", ""]
+    return "\n".join(head + rows) + "\n"
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     ours, cmd = (argv[: argv.index("--")], argv[argv.index("--") + 1 :]) if "--" in argv else (argv, [])
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
-                                 usage="%(prog)s -o TABLE.md [--log LOG] [-- command ...]")
+                                 usage="%(prog)s -o TABLE.md [--log LOG] [-- command ...] | -o TABLE.md --combine LOG [LOG ...]")
     ap.add_argument("-o", "--out", type=Path, required=True, help="markdown table to write")
     ap.add_argument("--log", type=Path, help="raw timestamped log (default: the table's path with .log)")
+    ap.add_argument("--combine", type=Path, nargs="+", metavar="LOG",
+                    help="run nothing: write one table from these raw logs, the attempts of one run in order")
     args = ap.parse_args(ours)
+    if args.combine:
+        write_atomic(args.out, combine(args.combine))
+        return 0
     cmd = cmd or default_command()
     log = args.log or args.out.with_suffix(".log")
     if log.resolve() == args.out.resolve():
