@@ -76,10 +76,10 @@ lock:
 
 venv: $(BIN)/.installed
 
-# Two pytest workers: much of the suite waits on process start-up and dvc, so the second core
-# does the unit tests and the paper dry run while the first builds the smoke pipeline; every test
-# that reads that pipeline (xdist_group "smoke_repo") runs on the worker that built it.
-TEST_WORKERS ?= -n 2 --dist loadgroup
+# Two pytest workers, a test file each at a time (so a module's fixture is built once): much of
+# the suite waits on process start-up and dvc. The smoke pipeline the slow tests share is built
+# once for both workers (tests/conftest.py: smoke_repo). TEST_WORKERS= runs in one process.
+TEST_WORKERS ?= -n 2 --dist loadfile
 
 test: venv
 	$(BIN)/python -m pytest -q $(TEST_WORKERS)

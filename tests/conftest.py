@@ -1,6 +1,7 @@
 """Shared fixtures: where the real CIFAR-10 archive is (if anywhere) and tiny synthetic data."""
 from __future__ import annotations
 
+import fcntl
 import functools
 import os
 import shlex
@@ -180,11 +181,28 @@ def isolated_dvc_env(isolated: Path, **extra: str) -> dict[str, str]:
 # one process: two single-thread ranks made its train_targets three times slower on 2 cores
 # (5.4 min against 1.8: every synchronised BatchNorm layer all-reduces four times a step), which
 # put the suite over its 20 minutes. tests/test_ddp.py pins the DDP semantics themselves.
-@pytest.fixture(scope="session")
-def smoke_repo(tmp_path_factory, shared_cifar_archive) -> Path:
-    """A temporary git repo in which `dvc exp run -S scale=smoke` ran and its results are committed."""
-    root = copy_checkout(tmp_path_factory.mktemp("smoke") / "repo")
-    run(["dvc", "exp", "run", *smoke_overrides(shared_cifar_archive)], root, timeout=1500)
+def _build_smoke_repo(root: Path, archive: Path) -> Path:
+    copy_checkout(root)
+    run(["dvc", "exp", "run", *smoke_overrides(archive)], root, timeout=1500)
     run(["git", "add", "-A"], root)
     run(["git", "commit", "-qm", "smoke results"], root)
     return root
+
+
+@pytest.fixture(scope="session")
+def smoke_repo(tmp_path_factory, shared_cifar_archive) -> Path:
+    """A temporary git repo in which `dvc exp run -S scale=smoke` ran and its results are committed.
+
+    Under pytest-xdist the workers share one: the first to ask builds it under a lock in the
+    run's common temporary folder, the others wait for it (a smoke pipeline is minutes of CPU)."""
+    run_id = os.environ.get("PYTEST_XDIST_TESTRUNUID")
+    if not run_id:
+        return _build_smoke_repo(tmp_path_factory.mktemp("smoke") / "repo", shared_cifar_archive)
+    shared = tmp_path_factory.getbasetemp().parent / f"smoke-{run_id}"
+    shared.mkdir(exist_ok=True)
+    with open(shared / "lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (shared / "built").exists():
+            _build_smoke_repo(shared / "repo", shared_cifar_archive)
+            (shared / "built").touch()
+    return shared / "repo"

@@ -19,7 +19,7 @@ from conftest import isolated_dvc_env, smoke_overrides
 import yaml
 from dvc_render.base import Renderer
 
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("smoke_repo")]  # one worker builds smoke_repo once
+pytestmark = pytest.mark.slow
 
 EXP_NAME = "lr-x2"
 

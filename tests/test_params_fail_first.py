@@ -17,7 +17,7 @@ import yaml
 
 from conftest import run, smoke_overrides
 
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("smoke_repo")]  # one worker builds smoke_repo once
+pytestmark = pytest.mark.slow
 
 OUTPUT_ROOTS = ["data", "models", "metrics", "plots", "reports", "checks", "dvc.lock"]
 

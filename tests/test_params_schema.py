@@ -48,7 +48,14 @@ def with_value(doc: dict, key: str, value) -> dict:
     return doc
 
 
-DELETE = object()
+class _Delete:
+    """Marks a key to remove; a fixed repr keeps the test ids the same in every process (xdist)."""
+
+    def __repr__(self) -> str:
+        return "DELETE"
+
+
+DELETE = _Delete()
 
 
 @pytest.mark.parametrize("scale", SCALES)

@@ -8,7 +8,7 @@ import yaml
 
 from conftest import assert_lock_lists_every_stage, run
 
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("smoke_repo")]  # one worker builds smoke_repo once
+pytestmark = pytest.mark.slow
 
 
 def test_dvc_lock_lists_every_stage_and_nothing_is_stale(smoke_repo):

@@ -18,7 +18,7 @@ import yaml
 
 import s3_server
 
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("smoke_repo")]  # one worker builds smoke_repo once
+pytestmark = pytest.mark.slow
 
 BUCKET, PREFIX = "advhybrid", "dvc"   # .dvc/config: remote "s3" url = s3://advhybrid/dvc
 

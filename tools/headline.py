@@ -49,14 +49,17 @@ def block(details: dict[str, Any]) -> list[str]:
             held.append(NAMES.get(n, n))
     rows += [_row(f"{NAMES.get(k.split('/', 1)[1], k)}, fast adversarial training", details[k], None)
              for k in details if k.startswith("fast_at/")]
+    dids = [details[f"defended/{n}"]["ae_effect"]["did"] for n in models]
+    clear = sum(d["low"] > 0 or d["high"] < 0 for d in dids)
     n_sub = details["settings"]["n_images"]
     verdict = (f"the defence holds for {', '.join(held)} and for none of the other models" if held
                else "the defence holds for none of the four models")
     sentence = (f"**Verdict** (robust accuracy under PGD and AutoAttack at 8/255 on {n_sub} test images, "
                 f"paired against the same-sources control by McNemar's test, 95% interval above 0 and "
-                f"a gain of at least 5 points): {verdict}. The last column is what the AEs add beyond "
-                "their real sources: (defended - control) on the AEs minus the same on the real "
-                "images, with a paired bootstrap 95% interval.")
+                f"a gain of at least 5 points): {verdict}. What the AEs add beyond their real sources "
+                f"(last column: defended minus control on the AEs, minus the same on the real images, "
+                f"paired bootstrap 95% interval) is {100 * min(d['diff'] for d in dids):+.1f} to "
+                f"{100 * max(d['diff'] for d in dids):+.1f} points; {clear} of the {len(dids)} intervals exclude 0.")
     return [START, *rows, "", sentence, END]
 
 
