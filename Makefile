@@ -79,14 +79,15 @@ venv: $(BIN)/.installed
 # Two pytest workers, a test file each at a time (so a module's fixture is built once): much of
 # the suite waits on process start-up and dvc. The smoke pipeline the slow tests share is built
 # once for both workers (tests/conftest.py: smoke_repo). TEST_WORKERS= runs in one process.
-TEST_WORKERS ?= -n 2 --dist loadfile
+TEST_WORKERS ?= -n 2 --dist loadfile --no-loadscope-reorder
 
 test: venv
 	$(BIN)/python -m pytest -q $(TEST_WORKERS)
 
-# The edit-test loop: every test but the ones that run the pipeline through dvc (marked slow).
+# The edit-test loop: the unit tests, without the ones that run the pipeline through dvc (slow)
+# or start stage, torchrun or worker processes (integration); make test runs those too.
 test-fast: venv
-	$(BIN)/python -m pytest -q -m "not slow" $(TEST_WORKERS)
+	$(BIN)/python -m pytest -q -m "not slow and not integration" $(TEST_WORKERS)
 
 smoke: venv
 	PATH=$(abspath $(BIN)):$$PATH $(BIN)/dvc exp run -S scale=smoke $(SOURCE_OVERRIDE)

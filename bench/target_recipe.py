@@ -23,7 +23,7 @@ x targets.epochs of conf/scale/reference.yaml) linearly in image passes.
 Shared cores: a 2-thread process slows far more than 2x when other jobs run (every op waits for
 its slower thread); `ADVHYBRID_THREADS=1` gives steadier, if slower, comparisons then.
 
-    python bench/target_recipe.py         # resnet56 + shufflenetv2, 10,000 images x 5 epochs: ~10 min on 2 quiet cores
+    python bench/target_recipe.py         # resnet56 + shufflenetv2, 10,000 images x 3 epochs: ~11 min on 2 quiet cores
     python bench/target_recipe.py --models resnet56 --images 25000 --epochs 4   # the reference budget
     python bench/target_recipe.py --images 500 --epochs 1 --models resnet56 --test-images 1000
 """
@@ -143,7 +143,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--models", nargs="+", default=["resnet56", "shufflenetv2"], choices=p["models"])
     ap.add_argument("--images", type=int, default=10000, help="training images (class-stratified)")
-    ap.add_argument("--epochs", type=int, default=5)
+    ap.add_argument("--epochs", type=int, default=3,
+                    help="3 keeps the default run under 15 minutes on 2 quiet cores (5 took 18.5)")
     ap.add_argument("--recipes", nargs="+", default=["current", "sgd_onecycle"], choices=list(recipes(0, p)))
     ap.add_argument("--test-images", type=int, default=10000, help="class-stratified CIFAR-10 test images")
     ap.add_argument("--data", type=Path, default=ROOT / "data/raw/cifar10", help="folder of {train,test}.npz, if any")

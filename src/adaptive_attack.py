@@ -52,6 +52,18 @@ def gan_step_budget(cfg: GanConfig, gan_train_images: int) -> int:
     return cfg.epochs * (draws_per_epoch(cfg, gan_train_images) // cfg.batch_size)
 
 
+def real_subset(labels: np.ndarray, n: int, seed: int, key: str, hybrid: str) -> np.ndarray:
+    """stratified_subset of a Hybrid split's real images, whose classes are as uneven as the
+    GAN's success left them: a class too small for n / 10 is a params error, named as one."""
+    counts = np.bincount(labels, minlength=10)
+    need = -(-n // 10)
+    if n < len(labels) and counts.min() < need:
+        c = int(counts.argmin())
+        raise ParamsError(f"{key}={n} asks up to {need} real images per class, but class {c} has "
+                          f"{counts[c]} in {hybrid}; give at most {10 * counts.min()}")
+    return stratified_subset(labels, n, seed)
+
+
 def cycle(pool: np.ndarray, n: int, seed: int) -> np.ndarray:
     """`n` items of `pool` taken through successive seeded permutations of it: each appears
     floor or ceil(n / len(pool)) times (a random subset when n < len(pool))."""
@@ -167,8 +179,9 @@ def main(argv: list[str] | None = None) -> None:
     keys = ["images", "labels", "is_adv"]
     train, test = load_npz(f"{args.hybrid}/train.npz", keys), load_npz(f"{args.hybrid}/test.npz", keys)
     real_tr, real_te = np.flatnonzero(train["is_adv"] == 0), np.flatnonzero(test["is_adv"] == 0)
-    tr = real_tr[stratified_subset(train["labels"][real_tr], n_train, seed)]
-    te = real_te[stratified_subset(test["labels"][real_te], n_eval, seed)]
+    key = f"{p.source}: 'adaptive.%s_images'"
+    tr = real_tr[real_subset(train["labels"][real_tr], n_train, seed, key % "train", f"{args.hybrid}/train.npz")]
+    te = real_te[real_subset(test["labels"][real_te], n_eval, seed, key % "eval", f"{args.hybrid}/test.npz")]
     folders = {"defended": args.defended, "control": args.control}
     targets = {(kind, n): load_target(f"{folders[kind]}/{n}.pt", n) for n in names for kind in KINDS}
 

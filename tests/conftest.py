@@ -23,6 +23,21 @@ SHARED_ARCHIVE = REPO.parent / "shared" / "data" / "cifar10-jpeg.tar.gz"
 OFFICIAL_CACHE = Path(os.environ.get("ADVHYBRID_TEST_CACHE", Path.home() / ".cache" / "advhybrid"))
 
 
+# The files that run pipelines through dvc, longest chains first. Under `make test` (pytest-xdist,
+# --dist loadfile --no-loadscope-reorder) each worker takes the next file of the collection when
+# it runs short, so the smoke pipeline and the paper dry run start at once on the two workers,
+# the files that need the smoke pipeline follow it, and the short unit files fill the tail.
+# xdist's default order (most tests first) put a smoke-dependent file on the second worker
+# early, where it waited minutes for the first one's pipeline.
+HEAVY_FIRST = ("test_pipeline_smoke.py", "test_paper_dry_run.py", "test_experiments.py",
+               "test_params_fail_first.py", "test_remote_s3.py", "test_queue.py", "test_publish.py")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    rank = {name: i for i, name in enumerate(HEAVY_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: the rest keep their order
+
+
 @functools.cache
 def _official_archive() -> tuple[Path | None, str]:
     """The official archive in OFFICIAL_CACHE (downloading it if need be), or None and why not."""

@@ -119,6 +119,16 @@ def test_the_adaptive_gan_takes_train_gans_steps_whatever_its_image_count(tmp_pa
     assert hist_adaptive[-1]["step"] == hist[-1]["step"] == aa.gan_step_budget(cfg, GAN["train_images"]) == 2 * 3
 
 
+def test_a_class_too_small_for_the_asked_images_names_the_key_and_the_largest_that_fits():
+    labels = np.repeat(np.arange(10), 60)
+    labels = np.concatenate([labels[labels != 3], np.full(51, 3)])  # cat: 51 real images, the rest 60
+    with pytest.raises(aa.ParamsError, match=r"'adaptive.train_images'=580 asks up to 58 .* class 3 has 51 in "
+                                              r"h/train.npz; give at most 510"):
+        aa.real_subset(labels, 580, 0, "params.yaml: 'adaptive.train_images'", "h/train.npz")
+    assert len(aa.real_subset(labels, 510, 0, "k", "h")) == 510  # the largest that fits
+    assert len(aa.real_subset(labels, len(labels), 0, "k", "h")) == len(labels)  # all of them: no class cap
+
+
 def test_training_draws_names_the_file_when_the_target_gets_nothing_right():
     model = tiny(0)
     images, labels = pick(model, 0, 1, seed=3)
@@ -177,6 +187,7 @@ def test_the_stage_reports_accuracy_under_attack_for_both_kinds_and_pairs_them(t
     assert Path("models/adaptive/defended_resnet50.pt").is_file() and Path("plots/adaptive/control_resnet50.csv").is_file()
 
 
+@pytest.mark.integration
 def test_two_jobs_write_what_one_job_writes(tmp_path, monkeypatch):
     """adaptive.jobs 2 (advhybrid.workers): each kind's GAN in its own worker process, paired and
     written here; the same files, keys and step counts as one after another."""

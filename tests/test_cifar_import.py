@@ -287,6 +287,7 @@ def test_stage_writes_contract_npz_and_env_var_overrides_params(tmp_path):
     assert proc.returncode != 0 and f"{tmp_path / 'absent'}: CIFAR-10 source does not exist" in proc.stderr
 
 
+@pytest.mark.integration
 def test_shared_archive_has_full_cifar10(shared_cifar_archive, tmp_path):
     splits = import_cifar(str(shared_cifar_archive), str(tmp_path))
     for split, n in (("train", 5000), ("test", 1000)):

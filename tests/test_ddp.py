@@ -57,6 +57,7 @@ def one_process(cfg) -> tuple[dict, list[dict]]:
     return model.state_dict(), hist
 
 
+@pytest.mark.integration
 def test_two_ranks_end_with_the_same_weights_and_buffers(two_ranks):
     a, b = two_ranks
     assert a["world"] == b["world"] == 2
@@ -67,6 +68,7 @@ def test_two_ranks_end_with_the_same_weights_and_buffers(two_ranks):
     assert [{**r, "seconds": 0} for r in a["history"]] == [{**r, "seconds": 0} for r in b["history"]]
 
 
+@pytest.mark.integration
 def test_two_ranks_train_what_one_process_trains_with_the_same_global_batch(two_ranks, fp32):
     """No augmentation, synchronised BatchNorm, parts of 14 and 13 images of each batch of 27."""
     ref, hist = one_process(ddp_worker.FIT)
@@ -78,6 +80,7 @@ def test_two_ranks_train_what_one_process_trains_with_the_same_global_batch(two_
             assert got[k] == pytest.approx(want[k], rel=1e-5, abs=1e-6), k
 
 
+@pytest.mark.integration
 def test_torchrun_with_one_process_trains_bit_for_bit_as_a_plain_run(tmp_path, fp32):
     """dist.nproc_per_node=1 (the default) must leave every output as it was: no process group,
     the single-device code path, the same bytes."""
@@ -95,6 +98,7 @@ def test_torchrun_with_one_process_trains_bit_for_bit_as_a_plain_run(tmp_path, f
     assert [{**r, "seconds": 0} for r in alone["history"]] == [{**r, "seconds": 0} for r in hist]
 
 
+@pytest.mark.integration
 def test_the_gan_trains_under_two_ranks_with_finite_logged_losses(two_ranks):
     rows = two_ranks[0]["gan_history"]
     assert [r["step"] for r in rows] == [2, 4, 6, 7]  # 100 images in batches of 16: 7 steps
@@ -102,6 +106,7 @@ def test_the_gan_trains_under_two_ranks_with_finite_logged_losses(two_ranks):
                for r in rows)
 
 
+@pytest.mark.integration
 def test_rank_1_never_writes_a_file_of_the_run(two_ranks, tmp_path):
     """The audit hook saw every open-for-writing and rename of rank 1; torch's own scratch files
     under the temporary folder are not the run's."""
@@ -111,6 +116,7 @@ def test_rank_1_never_writes_a_file_of_the_run(two_ranks, tmp_path):
     assert ours == [], ours
 
 
+@pytest.mark.integration
 def test_a_killed_two_process_run_resumes_from_rank_0s_checkpoint(tmp_path, fp32):
     killed = torchrun("die", tmp_path, check=False)
     assert killed.returncode != 0

@@ -206,6 +206,7 @@ def test_raw_label_outside_the_classes_is_refused(inputs):
 # --- the stage and the export ------------------------------------------------------------------
 
 
+@pytest.mark.integration
 def test_stage_end_to_end_writes_validated_splits_metrics_plots_and_docs(tmp_path):
     make_inputs(tmp_path)
     write_params(tmp_path, train_cap_per_class=8)

@@ -77,6 +77,7 @@ def digests(root: Path) -> dict[str, str]:
     return {p: hashlib.sha256((root / p).read_bytes()).hexdigest() for p in PUBLISHED}
 
 
+@pytest.mark.integration
 def test_build_hybrid_splits_killed_mid_publish_keeps_its_splits_from_one_run(tmp_path):
     old_root, new_root = tmp_path / "old", tmp_path / "new"
     for root, seed in ((old_root, 0), (new_root, 1)):   # two runs whose splits differ

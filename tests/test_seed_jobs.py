@@ -49,6 +49,7 @@ def runs(tmp_path_factory) -> dict[int, Path]:
     return out
 
 
+@pytest.mark.integration
 def test_two_jobs_write_what_one_job_writes(runs):
     one, two = (json.loads((runs[j] / "metrics/seeds/s1.json").read_text()) for j in (1, 2))
     assert list(one) == list(two) == ["model", "seed", "defended", "control"]

@@ -32,6 +32,7 @@ def job(name: str, seconds: float, fail: bool = False) -> tuple[str, torch.Tenso
     return name, torch.full((2,), float(len(name))), torch.get_num_threads()
 
 
+@pytest.mark.integration
 def test_workers_yield_what_one_process_yields_in_the_jobs_order():
     jobs = {"slow": ("slow", 1.5), "b": ("b", 0.0), "cc": ("cc", 0.0)}  # b and cc finish first
     here = list(workers.run(job, jobs, 1))
@@ -42,6 +43,7 @@ def test_workers_yield_what_one_process_yields_in_the_jobs_order():
         assert threads == max(1, torch.get_num_threads() // 2)  # each worker its share of the threads
 
 
+@pytest.mark.integration
 def test_a_failing_worker_raises_its_own_error_naming_the_network_and_stops_the_others():
     t0 = time.perf_counter()
     with pytest.raises(ValueError, match="no network like b") as err:
@@ -148,6 +150,7 @@ def runs(tmp_path_factory) -> dict[int, Path]:
     return out
 
 
+@pytest.mark.integration
 def test_two_jobs_write_the_files_and_keys_one_job_writes(runs):
     one, two = shape(runs[1]), shape(runs[2])
     assert one == two
@@ -159,6 +162,7 @@ def test_two_jobs_write_the_files_and_keys_one_job_writes(runs):
         assert {p.name for p in (runs[jobs] / "checkpoints/train_targets").iterdir()} == {f"{t}.pt" for t in TARGETS}
 
 
+@pytest.mark.integration
 def test_two_one_thread_workers_compute_what_one_thread_computes_alone(runs):
     for path in sorted((runs[1] / "models").rglob("*.pt")):
         one = torch.load(path, weights_only=True)
