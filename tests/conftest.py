@@ -23,12 +23,26 @@ SHARED_ARCHIVE = REPO.parent / "shared" / "data" / "cifar10-jpeg.tar.gz"
 OFFICIAL_CACHE = Path(os.environ.get("ADVHYBRID_TEST_CACHE", Path.home() / ".cache" / "advhybrid"))
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """Under pytest-xdist, give the stage processes each worker starts its share of
+    $ADVHYBRID_THREADS (default: every core). Two 2-thread pipelines side by side on 2 cores ran
+    far slower than one after the other: each parallel op waits on a thread the other pipeline
+    has descheduled (beside the paper dry run, the smoke pipeline was 15 minutes in and only at
+    generate_adversarial, which it reaches in 4 minutes alone). A hook, not import-time code:
+    tests/ddp_worker.py imports this module under torchrun and keeps its own environment."""
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    if workers > 1:
+        total = int(os.environ.get("ADVHYBRID_THREADS") or os.cpu_count() or 1)
+        os.environ["ADVHYBRID_THREADS"] = str(max(1, total // workers))
+
+
 # The files that run pipelines through dvc, longest chains first. Under `make test` (pytest-xdist,
 # --dist loadfile --no-loadscope-reorder) each worker takes the next file of the collection when
-# it runs short, so the smoke pipeline and the paper dry run start at once on the two workers,
-# the files that need the smoke pipeline follow it, and the short unit files fill the tail.
-# xdist's default order (most tests first) put a smoke-dependent file on the second worker
-# early, where it waited minutes for the first one's pipeline.
+# it runs short, so the smoke pipeline and the paper dry run start at once on the two workers
+# (a core each: pytest_configure), the files that need the smoke pipeline follow it, and the
+# short unit files fill the tail. xdist's default order (most tests first) put a
+# smoke-dependent file on the second worker early, where it waited minutes for the first one's
+# pipeline.
 HEAVY_FIRST = ("test_pipeline_smoke.py", "test_paper_dry_run.py", "test_experiments.py",
                "test_params_fail_first.py", "test_remote_s3.py", "test_queue.py", "test_publish.py")
 
