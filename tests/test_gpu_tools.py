@@ -19,6 +19,8 @@ import time
 import zipfile
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 RUN = ROOT / "tools" / "gpu_run.sh"
 PREPARE = ROOT / "tools" / "gpu_prepare.sh"
@@ -96,14 +98,14 @@ def test_gpu_run_stops_the_command_before_the_deadline_sigterm_if_it_ignores_sig
     assert not Path(f"/proc/{pidfile.read_text().strip()}").exists(), "the command outlived the script"
 
 
-def test_a_sigterm_to_gpu_run_stops_the_command_cleanly(tmp_path):
+@pytest.mark.parametrize("sigint", [signal.SIG_DFL, signal.SIG_IGN], ids=["sigint-default", "sigint-ignored"])
+def test_a_sigterm_to_gpu_run_stops_the_command_cleanly(tmp_path, sigint):
+    # sigint-ignored: a job started by `nohup ... &` (or a shell without job control) inherits
+    # SIGINT ignored; the command must still get the default back, or SIGINT cannot stop it
     pidfile = tmp_path / "pid"
-    # exec: the command is one process that SIGINT ends. A bash loop around `sleep` may not end:
-    # a SIGINT that reaches bash as its sleep exits normally is taken as handled by the child
-    # (bash's wait-and-cooperative-exit rule), and the loop goes on until the SIGTERM.
-    script = f"echo $$ > {pidfile}; exec sleep 600"
+    script = f"echo $$ > {pidfile}; exec sleep 600"  # one process, which SIGINT ends by default
     proc = subprocess.Popen(["bash", str(RUN), "--", "bash", "-c", script], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True,
+                            stderr=subprocess.PIPE, text=True, preexec_fn=lambda: signal.signal(signal.SIGINT, sigint),
                             env=_env(ADVHYBRID_WALLTIME_S="600", ADVHYBRID_STOP_MARGIN_S="60",
                                      ADVHYBRID_STOP_GRACE_S="30"))  # a long grace: busy cores are slow to exit
     for _ in range(100):

@@ -111,8 +111,12 @@ log "running: ${cmd[*]}"
 signalled=
 trap 'signalled=TERM' TERM
 trap 'signalled=INT' INT
+# A job started with SIGINT ignored (`nohup ... &`, a shell without job control) hands that on to
+# every child, and the SIGINT below would do nothing; GNU env gives the command the default back.
+restore=()
+env --default-signal=INT true 2>/dev/null && restore=(env --default-signal=INT)
 set -m                           # the command gets a process group of its own (its id is $pid) ...
-"${cmd[@]}" </dev/null &
+"${restore[@]}" "${cmd[@]}" </dev/null &
 pid=$!
 set +m                           # ... and what this script starts later does not
 alive() { kill -0 "$pid" 2>/dev/null; }
