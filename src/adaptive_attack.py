@@ -54,14 +54,14 @@ def gan_step_budget(cfg: GanConfig, gan_train_images: int) -> int:
 
 def real_subset(labels: np.ndarray, n: int, seed: int, key: str, hybrid: str) -> np.ndarray:
     """stratified_subset of a Hybrid split's real images, whose classes are as uneven as the
-    GAN's success left them: a class too small for n / 10 is a params error, named as one."""
-    counts = np.bincount(labels, minlength=10)
-    need = -(-n // 10)
-    if n < len(labels) and counts.min() < need:
+    GAN's success left them: a class too small for its share of n is a params error, named as one."""
+    try:
+        return stratified_subset(labels, n, seed)
+    except ValueError as e:  # its own rule decides; this names the key and what would fit
+        counts = np.bincount(labels, minlength=10)
         c = int(counts.argmin())
-        raise ParamsError(f"{key}={n} asks up to {need} real images per class, but class {c} has "
-                          f"{counts[c]} in {hybrid}; give at most {10 * counts.min()}")
-    return stratified_subset(labels, n, seed)
+        raise ParamsError(f"{key}={n} asks up to {-(-n // 10)} real images per class, but class {c} has "
+                          f"{counts[c]} in {hybrid}; give at most {10 * counts[c]}") from e
 
 
 def cycle(pool: np.ndarray, n: int, seed: int) -> np.ndarray:
